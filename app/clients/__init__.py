@@ -1,0 +1,1 @@
+"""Client applications of a service, with their requestable scopes."""

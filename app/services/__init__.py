@@ -1,0 +1,1 @@
+"""Services: the tenants of the store, with their scopes and durations."""

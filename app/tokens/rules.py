@@ -1,0 +1,409 @@
+"""The rules of `/auth/token/update` (API.md, rules 1 to 11), as pure functions.
+
+Nothing here does I/O, reads a clock or draws randomness: `now` (milliseconds since the
+epoch) and the candidate new token value are passed in, so every rule can be tested with a
+fixed `now`. The service loads the token under a lock, calls `apply_update`, and writes
+what the returned `Decision` says.
+
+Every check runs before anything is decided, so an invalid field rejects the whole request
+and changes nothing (API.md: "Any invalid field value ... changes nothing").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from app.errors import BadRequestAction
+from app.tokens.hashing import is_sha256_b64url, token_hash
+
+# The scope attributes that carry durations (API.md, "Data model": a decimal string of
+# seconds; any other value is ignored).
+ACCESS_DURATION_ATTRIBUTE = "access_token.duration"
+REFRESH_DURATION_ATTRIBUTE = "refresh_token.duration"
+_DECIMAL = re.compile(r"[0-9]{1,11}")  # at most 11 digits: about 3,000 years in seconds
+
+# The last millisecond of the year 9999. Larger timestamps are rejected: they overflow
+# 64-bit columns soon after and no real token lives that long.
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+MAX_DURATION_SECONDS = 99_999_999_999
+
+
+class Lookup(Enum):
+    """How the request names its token (rule 1), in order of precedence."""
+
+    VALUE = "accessToken"
+    HASH = "accessTokenHash"
+    TOKEN_ID = "tokenId"
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier:
+    kind: Lookup
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Property:
+    key: str
+    value: str
+    hidden: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyInput:
+    """A property as the caller sent it, before validation."""
+
+    key: str | None
+    value: str | None
+    hidden: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzElement:
+    """One RFC 9396 authorization details element, in Authlete's wire form: the standard
+    members, and the others as a JSON string in `other_fields`."""
+
+    type: str
+    locations: tuple[str, ...] | None = None
+    actions: tuple[str, ...] | None = None
+    data_types: tuple[str, ...] | None = None
+    identifier: str | None = None
+    privileges: tuple[str, ...] | None = None
+    other_fields: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzElementInput:
+    type: str | None
+    locations: tuple[str, ...] | None = None
+    actions: tuple[str, ...] | None = None
+    data_types: tuple[str, ...] | None = None
+    identifier: str | None = None
+    privileges: tuple[str, ...] | None = None
+    other_fields: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    """What the rules read and write of one stored token."""
+
+    access_hash: str
+    scopes: tuple[str, ...]
+    access_expires_at: int
+    persistent: bool
+    refresh_expires_at: int | None  # None: the token has no refresh token
+    properties: tuple[Property, ...] = ()
+    authorization_details: tuple[AuthzElement, ...] | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool = False
+
+    @property
+    def has_refresh_token(self) -> bool:
+        return self.refresh_expires_at is not None
+
+    @property
+    def token_type(self) -> str:
+        # RFC 9449 section 7.1: a DPoP-bound access token has the token type "DPoP".
+        return "DPoP" if self.dpop_key_thumbprint else "Bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """The update request as the rules see it. `None` always means "not given"."""
+
+    access_token_expires_at: int | None = None
+    refresh_token_expires_at: int | None = None
+    access_token_persistent: bool | None = None
+    scopes: tuple[str, ...] | None = None
+    access_expiry_on_scope_update: bool = False
+    refresh_expiry_on_scope_update: bool = False
+    properties: tuple[PropertyInput, ...] | None = None
+    authorization_details: tuple[AuthzElementInput, ...] | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool | None = None
+    value_updated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeDurations:
+    access_seconds: int | None = None
+    refresh_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePolicy:
+    """What scopes a token of one client may carry: those the service supports (with the
+    durations their attributes give) and, when the client restricts them, only those the
+    client may request."""
+
+    supported: Mapping[str, ScopeDurations]
+    requestable: frozenset[str] | None = None  # None: the client does not restrict scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: TokenState
+    new_value: str | None  # the regenerated token value, when rule 11 applied
+
+
+# --- Rule 1: which token ------------------------------------------------------------------
+
+
+def choose_identifier(
+    *, access_token: str | None, access_token_hash: str | None, token_id: str | None
+) -> Identifier:
+    """`accessToken` if present, else `accessTokenHash`, else `tokenId`. An empty string
+    counts as absent: a form field left blank names nothing."""
+    if access_token:
+        return Identifier(Lookup.VALUE, access_token)
+    if access_token_hash:
+        if not is_sha256_b64url(access_token_hash):
+            raise BadRequestAction(
+                "accessTokenHash must be base64url(SHA-256(token)) without padding "
+                "(43 characters)."
+            )
+        return Identifier(Lookup.HASH, access_token_hash)
+    if token_id:
+        return Identifier(Lookup.TOKEN_ID, token_id)
+    raise BadRequestAction("Name the token with accessToken, accessTokenHash or tokenId.")
+
+
+def is_expired(expires_at: int, now: int) -> bool:
+    """The one definition of "expired" (API.md: `now >= expiresAt`)."""
+    return now >= expires_at
+
+
+def is_alive(state: TokenState, now: int) -> bool:
+    """A token can be found unless its access token and its refresh token have both expired
+    (a token without a refresh token counts as having an expired one)."""
+    access_alive = state.persistent or not is_expired(state.access_expires_at, now)
+    refresh_alive = state.refresh_expires_at is not None and not is_expired(
+        state.refresh_expires_at, now
+    )
+    return access_alive or refresh_alive
+
+
+# --- Scopes (rules 4 and 5) ---------------------------------------------------------------
+
+
+def parse_duration(value: str | None) -> int | None:
+    """A scope attribute's duration: a decimal string of seconds, else ignored (None)."""
+    if value is None or _DECIMAL.fullmatch(value) is None:
+        return None
+    seconds = int(value)
+    return seconds if seconds <= MAX_DURATION_SECONDS else None
+
+
+def scope_durations(attributes: Iterable[tuple[str | None, str | None]]) -> ScopeDurations:
+    """The durations a scope's attributes give; a later valid attribute overrides."""
+    access: int | None = None
+    refresh: int | None = None
+    for key, value in attributes:
+        seconds = parse_duration(value)
+        if seconds is None:
+            continue
+        if key == ACCESS_DURATION_ATTRIBUTE:
+            access = seconds
+        elif key == REFRESH_DURATION_ATTRIBUTE:
+            refresh = seconds
+    return ScopeDurations(access, refresh)
+
+
+def filter_scopes(requested: Sequence[str], policy: ScopePolicy) -> tuple[str, ...]:
+    """The given scopes, in order, without duplicates, keeping only those the service
+    supports and, when the client restricts them, that the client may request."""
+    kept: dict[str, None] = {}
+    for scope in requested:
+        if scope not in policy.supported:
+            continue
+        if policy.requestable is not None and scope not in policy.requestable:
+            continue
+        kept.setdefault(scope)
+    return tuple(kept)
+
+
+def smallest_duration(scopes: Iterable[str], policy: ScopePolicy, *, refresh: bool) -> int | None:
+    """The smallest duration among the scopes' attributes, or None when none has one."""
+    found = [
+        seconds
+        for scope in scopes
+        if (durations := policy.supported.get(scope)) is not None
+        and (seconds := durations.refresh_seconds if refresh else durations.access_seconds)
+        is not None
+    ]
+    return min(found, default=None)
+
+
+def expiry_after(now: int, seconds: int) -> int:
+    return now + seconds * 1000
+
+
+# --- Validation of every field, before anything is decided --------------------------------
+
+
+def _check_timestamp(name: str, value: int | None) -> None:
+    if value is not None and value > MAX_TIMESTAMP_MS:
+        raise BadRequestAction(f"{name} is after the year 9999; send milliseconds since 1970.")
+
+
+def _check_thumbprint(name: str, value: str | None) -> None:
+    # Rule 9: a 43-character base64url SHA-256 thumbprint binds, "" unbinds.
+    if value is None or value == "" or is_sha256_b64url(value):
+        return
+    raise BadRequestAction(
+        f"{name} must be a base64url SHA-256 thumbprint (43 characters), "
+        "or an empty string to remove the binding."
+    )
+
+
+def validate_properties(properties: Sequence[PropertyInput]) -> tuple[Property, ...]:
+    """Rule 7: keys present and unique, values strings, `hidden` a boolean (null: false)."""
+    seen: set[str] = set()
+    valid: list[Property] = []
+    for index, prop in enumerate(properties):
+        if not prop.key:
+            raise BadRequestAction(f"properties[{index}] has no key.")
+        if prop.key in seen:
+            raise BadRequestAction(f"properties[{index}] repeats the key {prop.key!r}.")
+        if prop.value is None:
+            raise BadRequestAction(f"properties[{index}] ({prop.key!r}) has no value.")
+        seen.add(prop.key)
+        valid.append(Property(prop.key, prop.value, bool(prop.hidden)))
+    return tuple(valid)
+
+
+def validate_authorization_details(
+    elements: Sequence[AuthzElementInput],
+) -> tuple[AuthzElement, ...]:
+    """Rule 8: every element has a non-empty `type` (RFC 9396 section 2), and
+    `otherFields`, when given, is a JSON object holding the non-standard members."""
+    valid: list[AuthzElement] = []
+    for index, element in enumerate(elements):
+        if not element.type:
+            raise BadRequestAction(f"authorizationDetails.elements[{index}] has no type.")
+        if element.other_fields is not None:
+            try:
+                other = json.loads(element.other_fields)
+            except ValueError:
+                other = None
+            if not isinstance(other, dict):
+                raise BadRequestAction(
+                    f"authorizationDetails.elements[{index}].otherFields must be a JSON "
+                    "object written as a string."
+                )
+        valid.append(
+            AuthzElement(
+                type=element.type,
+                locations=element.locations,
+                actions=element.actions,
+                data_types=element.data_types,
+                identifier=element.identifier,
+                privileges=element.privileges,
+                other_fields=element.other_fields,
+            )
+        )
+    return tuple(valid)
+
+
+# --- The update ---------------------------------------------------------------------------
+
+
+def apply_update(
+    token: TokenState,
+    request: UpdateRequest,
+    policy: ScopePolicy,
+    *,
+    now: int,
+    new_value: str,
+) -> Decision:
+    """Apply rules 2 to 11 to a token that rule 1 found alive. `new_value` is a freshly
+    generated value, used only when the request asks for regeneration (rule 11)."""
+    _check_timestamp("accessTokenExpiresAt", request.access_token_expires_at)
+    _check_timestamp("refreshTokenExpiresAt", request.refresh_token_expires_at)
+    _check_thumbprint("certificateThumbprint", request.certificate_thumbprint)
+    _check_thumbprint("dpopKeyThumbprint", request.dpop_key_thumbprint)
+    properties = (
+        None if request.properties is None else validate_properties(request.properties)
+    )
+    details = (
+        None
+        if request.authorization_details is None
+        else validate_authorization_details(request.authorization_details)
+    )
+
+    explicit_access = _positive(request.access_token_expires_at)
+    explicit_refresh = _positive(request.refresh_token_expires_at)
+
+    # Rules 2 and 3: persistence wins over an explicit expiry; a positive explicit expiry
+    # (even one in the past) makes a persistent token expiring again.
+    persistent = token.persistent
+    access_expires_at = token.access_expires_at
+    if request.access_token_persistent:
+        persistent = True
+    elif explicit_access is not None:
+        persistent = False
+        access_expires_at = explicit_access
+
+    # Rule 4: a new scope set, filtered by the service and the client.
+    scopes = token.scopes
+    if request.scopes is not None:
+        scopes = filter_scopes(request.scopes, policy)
+
+        # Rule 5: durations from the new scopes' attributes, smallest wins. Read literally,
+        # "does the same" keeps every condition for the refresh token too, including
+        # "token not persistent"; README.md records that reading.
+        if not persistent:
+            if request.access_expiry_on_scope_update and explicit_access is None:
+                seconds = smallest_duration(scopes, policy, refresh=False)
+                if seconds is not None:
+                    access_expires_at = expiry_after(now, seconds)
+            if (
+                request.refresh_expiry_on_scope_update
+                and explicit_refresh is None
+                and token.has_refresh_token
+            ):
+                seconds = smallest_duration(scopes, policy, refresh=True)
+                if seconds is not None:
+                    explicit_refresh = expiry_after(now, seconds)
+
+    # Rule 6: the refresh token's expiry, only where there is a refresh token.
+    refresh_expires_at = token.refresh_expires_at
+    if token.has_refresh_token and explicit_refresh is not None:
+        refresh_expires_at = explicit_refresh
+
+    state = replace(
+        token,
+        scopes=scopes,
+        access_expires_at=access_expires_at,
+        persistent=persistent,
+        refresh_expires_at=refresh_expires_at,
+    )
+    if properties is not None:  # rule 7
+        state = replace(state, properties=properties)
+    if details is not None:  # rule 8
+        state = replace(state, authorization_details=details)
+    if request.certificate_thumbprint is not None:  # rule 9
+        state = replace(state, certificate_thumbprint=request.certificate_thumbprint or None)
+    if request.dpop_key_thumbprint is not None:
+        state = replace(state, dpop_key_thumbprint=request.dpop_key_thumbprint or None)
+    if request.for_external_attachment is not None:  # rule 10
+        state = replace(state, for_external_attachment=request.for_external_attachment)
+
+    if request.value_updated:  # rule 11
+        return Decision(replace(state, access_hash=token_hash(new_value)), new_value)
+    return Decision(state, None)
+
+
+def _positive(value: int | None) -> int | None:
+    return value if value is not None and value > 0 else None
+
+
+def response_expires_at(state: TokenState) -> int:
+    """API.md: `accessTokenExpiresAt` is 0 for a persistent token."""
+    return 0 if state.persistent else state.access_expires_at
