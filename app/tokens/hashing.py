@@ -39,9 +39,12 @@ def token_hash(value: str) -> str:
     return b64url(hashlib.sha256(value.encode("utf-8")).digest())
 
 
-def lookup_key(hash_: str, secret: bytes) -> str:
-    """The at-rest lookup key of a token hash: hex HMAC-SHA-256 under the server secret."""
-    return hmac.new(secret, hash_.encode("ascii"), hashlib.sha256).hexdigest()
+def lookup_key(service_api_key: int, hash_: str, secret: bytes) -> str:
+    """The at-rest lookup key of a token hash: hex HMAC-SHA-256 under the server secret,
+    over the owning service and the hash. Binding the service in makes one service's keys
+    meaningless to another: a token is found only through its own service."""
+    message = f"{service_api_key}:{hash_}".encode("ascii")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def is_sha256_b64url(text: str) -> bool:

@@ -37,7 +37,7 @@ class Lookup(Enum):
 
     VALUE = "accessToken"
     HASH = "accessTokenHash"
-    TOKEN_ID = "tokenId"
+    TOKEN_ID = "tokenId"  # noqa: S105 - a field name
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +165,7 @@ def choose_identifier(
     if access_token_hash:
         if not is_sha256_b64url(access_token_hash):
             raise BadRequestAction(
-                "accessTokenHash must be base64url(SHA-256(token)) without padding "
-                "(43 characters)."
+                "accessTokenHash must be base64url(SHA-256(token)) without padding (43 characters)."
             )
         return Identifier(Lookup.HASH, access_token_hash)
     if token_id:
@@ -252,7 +251,7 @@ def _check_timestamp(name: str, value: int | None) -> None:
         raise BadRequestAction(f"{name} is after the year 9999; send milliseconds since 1970.")
 
 
-def _check_thumbprint(name: str, value: str | None) -> None:
+def check_thumbprint(name: str, value: str | None) -> None:
     # Rule 9: a 43-character base64url SHA-256 thumbprint binds, "" unbinds.
     if value is None or value == "" or is_sha256_b64url(value):
         return
@@ -324,19 +323,44 @@ def apply_update(
 ) -> Decision:
     """Apply rules 2 to 11 to a token that rule 1 found alive. `new_value` is a freshly
     generated value, used only when the request asks for regeneration (rule 11)."""
+    properties, details = _validated(request)
+    state = _expiry_and_scopes(token, request, policy, now=now)
+    if properties is not None:  # rule 7
+        state = replace(state, properties=properties)
+    if details is not None:  # rule 8
+        state = replace(state, authorization_details=details)
+    if request.certificate_thumbprint is not None:  # rule 9
+        state = replace(state, certificate_thumbprint=request.certificate_thumbprint or None)
+    if request.dpop_key_thumbprint is not None:
+        state = replace(state, dpop_key_thumbprint=request.dpop_key_thumbprint or None)
+    if request.for_external_attachment is not None:  # rule 10
+        state = replace(state, for_external_attachment=request.for_external_attachment)
+    if request.value_updated:  # rule 11
+        return Decision(replace(state, access_hash=token_hash(new_value)), new_value)
+    return Decision(state, None)
+
+
+def _validated(
+    request: UpdateRequest,
+) -> tuple[tuple[Property, ...] | None, tuple[AuthzElement, ...] | None]:
+    """Every check of the request, before anything is decided."""
     _check_timestamp("accessTokenExpiresAt", request.access_token_expires_at)
     _check_timestamp("refreshTokenExpiresAt", request.refresh_token_expires_at)
-    _check_thumbprint("certificateThumbprint", request.certificate_thumbprint)
-    _check_thumbprint("dpopKeyThumbprint", request.dpop_key_thumbprint)
-    properties = (
-        None if request.properties is None else validate_properties(request.properties)
-    )
+    check_thumbprint("certificateThumbprint", request.certificate_thumbprint)
+    check_thumbprint("dpopKeyThumbprint", request.dpop_key_thumbprint)
+    properties = None if request.properties is None else validate_properties(request.properties)
     details = (
         None
         if request.authorization_details is None
         else validate_authorization_details(request.authorization_details)
     )
+    return properties, details
 
+
+def _expiry_and_scopes(
+    token: TokenState, request: UpdateRequest, policy: ScopePolicy, *, now: int
+) -> TokenState:
+    """Rules 2 to 6."""
     explicit_access = _positive(request.access_token_expires_at)
     explicit_refresh = _positive(request.refresh_token_expires_at)
 
@@ -354,7 +378,6 @@ def apply_update(
     scopes = token.scopes
     if request.scopes is not None:
         scopes = filter_scopes(request.scopes, policy)
-
         # Rule 5: durations from the new scopes' attributes, smallest wins. Read literally,
         # "does the same" keeps every condition for the refresh token too, including
         # "token not persistent"; README.md records that reading.
@@ -363,11 +386,7 @@ def apply_update(
                 seconds = smallest_duration(scopes, policy, refresh=False)
                 if seconds is not None:
                     access_expires_at = expiry_after(now, seconds)
-            if (
-                request.refresh_expiry_on_scope_update
-                and explicit_refresh is None
-                and token.has_refresh_token
-            ):
+            if request.refresh_expiry_on_scope_update and explicit_refresh is None:
                 seconds = smallest_duration(scopes, policy, refresh=True)
                 if seconds is not None:
                     explicit_refresh = expiry_after(now, seconds)
@@ -377,27 +396,13 @@ def apply_update(
     if token.has_refresh_token and explicit_refresh is not None:
         refresh_expires_at = explicit_refresh
 
-    state = replace(
+    return replace(
         token,
         scopes=scopes,
         access_expires_at=access_expires_at,
         persistent=persistent,
         refresh_expires_at=refresh_expires_at,
     )
-    if properties is not None:  # rule 7
-        state = replace(state, properties=properties)
-    if details is not None:  # rule 8
-        state = replace(state, authorization_details=details)
-    if request.certificate_thumbprint is not None:  # rule 9
-        state = replace(state, certificate_thumbprint=request.certificate_thumbprint or None)
-    if request.dpop_key_thumbprint is not None:
-        state = replace(state, dpop_key_thumbprint=request.dpop_key_thumbprint or None)
-    if request.for_external_attachment is not None:  # rule 10
-        state = replace(state, for_external_attachment=request.for_external_attachment)
-
-    if request.value_updated:  # rule 11
-        return Decision(replace(state, access_hash=token_hash(new_value)), new_value)
-    return Decision(state, None)
 
 
 def _positive(value: int | None) -> int | None:

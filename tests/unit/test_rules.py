@@ -270,9 +270,7 @@ def test_new_scopes_are_filtered_by_service_and_client(
             TOKEN.refresh_expires_at,
         ),
         (
-            UpdateRequest(
-                scopes=("read", "profile", "write"), refresh_expiry_on_scope_update=True
-            ),
+            UpdateRequest(scopes=("read", "profile", "write"), refresh_expiry_on_scope_update=True),
             TOKEN,
             TOKEN.access_expires_at,
             NOW + 3_600_000,

@@ -1,0 +1,91 @@
+"""Credentials: the operator's admin key and secret, and each service's API key and secret.
+
+Both travel as HTTP Basic (API.md, "Parties and credentials"). Secrets are compared in
+constant time (`hmac.compare_digest`), and a service's secret is stored only as a keyed
+digest. An unknown API key costs the same digest computation as a known one, so response
+times do not tell which keys exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import get_session
+from app.errors import Unauthenticated
+from app.services import repository as services
+from app.tokens.hashing import secret_digest
+
+# Compared against when the API key is unknown, so that path does the same work.
+_UNKNOWN_DIGEST = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCaller:
+    """The authorization server of one service, authenticated."""
+
+    api_key: int
+
+
+def basic_credentials(request: Request) -> tuple[str, str]:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthenticated("Send credentials with HTTP Basic authentication.")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise Unauthenticated("Send credentials with HTTP Basic authentication.")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("The Basic credentials are not valid base64 of UTF-8.") from None
+    user, colon, password = decoded.partition(":")
+    if not colon:
+        raise Unauthenticated("The Basic credentials have no ':' between key and secret.")
+    return user, password
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def require_operator(request: Request) -> None:
+    settings = settings_of(request)
+    key, secret = basic_credentials(request)
+    expected_key = settings.admin_api_key or ""
+    expected_secret = (
+        settings.admin_api_secret.get_secret_value() if settings.admin_api_secret else ""
+    )
+    key_ok = hmac.compare_digest(key.encode(), expected_key.encode())
+    secret_ok = hmac.compare_digest(secret.encode(), expected_secret.encode())
+    if not (key_ok and secret_ok and expected_key and expected_secret):
+        raise Unauthenticated("The operator credentials are wrong.")
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def require_service(request: Request, session: SessionDep) -> ServiceCaller:
+    key, secret = basic_credentials(request)
+    api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else None
+    row = services.get(session, api_key) if api_key is not None else None
+    given = secret_digest(secret, settings_of(request).hash_key)
+    stored = row.secret_digest if row is not None else _UNKNOWN_DIGEST
+    if not hmac.compare_digest(given, stored) or row is None:
+        raise Unauthenticated("The service credentials are wrong.")
+    # The v3-style path names its service; Basic credentials of another service do not fit.
+    path_service = request.path_params.get("serviceId")
+    if path_service is not None and str(path_service) != str(row.api_key):
+        raise Unauthenticated(f"These credentials are not those of service {path_service}.")
+    return ServiceCaller(row.api_key)
+
+
+OperatorDep = Annotated[None, Depends(require_operator)]
+ServiceDep = Annotated[ServiceCaller, Depends(require_service)]

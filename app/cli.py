@@ -1,0 +1,98 @@
+"""`tokenstore serve` and `tokenstore migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from app import logs
+from app.config import ConfigError, Settings
+from app.db import is_sqlite, make_engine
+from app.migrate import alembic_config, upgrade
+
+log = logging.getLogger("tokenstore")
+
+
+def _settings() -> Settings:
+    settings, created = Settings().with_development_secrets()
+    settings.check_production()
+    if created is not None:
+        print(  # noqa: T201 - told once, on the terminal, never through the logs
+            f"tokenstore: generated development secrets in {created} (mode 0600).\n"
+            "  The operator credentials for /api/service/* are its adminApiKey and\n"
+            "  adminApiSecret (HTTP Basic). Set TOKENSTORE_ADMIN_API_KEY,\n"
+            "  TOKENSTORE_ADMIN_API_SECRET and TOKENSTORE_HASH_SECRET to use your own.",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def migrate(settings: Settings) -> None:
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    log.info("database schema is at head")
+
+
+def schema_is_current(settings: Settings) -> bool:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    return current == head
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    if is_sqlite(settings.database_url):
+        migrate(settings)  # the embedded default brings itself up to date
+    elif not schema_is_current(settings):
+        raise ConfigError("The database schema is not at head; run `tokenstore migrate` first.")
+    if settings.env == "development":
+        log.info("development mode: secrets come from %s", settings.data_dir / "dev-secrets.json")
+    uvicorn.run(
+        "app.main:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # app.logs.AccessLog logs route templates, never raw paths
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenstore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP service")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8080)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = _settings()
+        logs.configure(settings.log_level)
+        if args.command == "migrate":
+            migrate(settings)
+        else:
+            serve(settings, host=args.host, port=args.port, workers=args.workers)
+    except ConfigError as error:
+        print(f"tokenstore: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Service endpoints for clients: `/api/client/*` and `/api/{serviceId}/client/*`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.auth import ServiceDep, SessionDep
+from app.clients import service
+from app.clients.schemas import ClientIn, ClientListOut, ClientOut
+from app.http import IdPath, PageEnd, PageStart, json_body, openapi_body
+
+router = APIRouter(tags=["clients"])
+ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
+
+
+@router.post(
+    "/client/create",
+    response_model=ClientOut,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(ClientIn),
+)
+def create_client(
+    request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
+) -> ClientOut:
+    row = service.create(
+        session, service_api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()
+    )
+    return ClientOut.of(row)
+
+
+@router.get("/client/get/list", response_model=ClientListOut, response_model_exclude_none=True)
+def list_clients(
+    caller: ServiceDep, session: SessionDep, start: PageStart = 0, end: PageEnd = 5
+) -> ClientListOut:
+    rows, total = service.page(session, service_api_key=caller.api_key, start=start, end=end)
+    return ClientListOut(
+        result_code="CLIENT_LIST_OK",
+        result_message=f"{len(rows)} of {total} clients.",
+        start=start,
+        end=end,
+        total_count=total,
+        clients=[ClientOut.of(row) for row in rows],
+    )
+
+
+@router.get("/client/get/{client_id}", response_model=ClientOut, response_model_exclude_none=True)
+def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> ClientOut:
+    return ClientOut.of(service.get(session, service_api_key=caller.api_key, client_id=client_id))
+
+
+@router.post(
+    "/client/update/{client_id}",
+    response_model=ClientOut,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(ClientIn),
+)
+def update_client(
+    client_id: IdPath, request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
+) -> ClientOut:
+    row = service.update(
+        session,
+        service_api_key=caller.api_key,
+        client_id=client_id,
+        spec=body.spec(),
+        now=request.app.state.clock(),
+    )
+    return ClientOut.of(row)
+
+
+@router.delete("/client/delete/{client_id}", status_code=204)
+def delete_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> Response:
+    service.delete(session, service_api_key=caller.api_key, client_id=client_id)
+    return Response(status_code=204)

@@ -1,0 +1,97 @@
+"""Settings, read once from the environment (prefix `TOKENSTORE_`) and injected.
+
+In development (the default) nothing needs configuring: missing secrets are generated once
+and kept in a file of mode 0600 under the data directory, so tokens survive a restart. In
+production the service refuses to start without real secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRETS_FILE = "dev-secrets.json"
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """The settings cannot be used; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENSTORE_", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    database_url: str = "sqlite:///var/tokenstore.sqlite3"
+    data_dir: Path = Path("var")
+    admin_api_key: str | None = None
+    admin_api_secret: SecretStr | None = None
+    hash_secret: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def hash_key(self) -> bytes:
+        if self.hash_secret is None:
+            raise ConfigError("TOKENSTORE_HASH_SECRET is not set.")
+        return self.hash_secret.get_secret_value().encode("utf-8")
+
+    def check_production(self) -> None:
+        """Refuse to run in production on missing or short secrets."""
+        if self.env != "production":
+            return
+        problems = []
+        if not self.admin_api_key:
+            problems.append("TOKENSTORE_ADMIN_API_KEY is not set")
+        for name, value in (
+            ("TOKENSTORE_ADMIN_API_SECRET", self.admin_api_secret),
+            ("TOKENSTORE_HASH_SECRET", self.hash_secret),
+        ):
+            if value is None or len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+                problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters")
+        if problems:
+            raise ConfigError(
+                "Refusing to start with TOKENSTORE_ENV=production: " + "; ".join(problems) + "."
+            )
+
+    def with_development_secrets(self) -> tuple[Settings, Path | None]:
+        """Fill missing secrets from (or into) the data directory's development secrets file.
+
+        Returns the completed settings and the file's path when this call created it, so the
+        caller can tell the user, once, where the operator credentials are.
+        """
+        if self.env == "production" or (
+            self.admin_api_key and self.admin_api_secret and self.hash_secret
+        ):
+            return self, None
+        path = self.data_dir / DEV_SECRETS_FILE
+        created = None
+        if path.exists():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            stored = {
+                "adminApiKey": str(secrets.randbelow(9 * 10**14) + 10**14),
+                "adminApiSecret": secrets.token_urlsafe(32),
+                "hashSecret": secrets.token_urlsafe(32),
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_EXCL and mode 0600: never overwrite, never readable by other users.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(stored, handle, indent=2)
+            created = path
+        completed = self.model_copy(
+            update={
+                "admin_api_key": self.admin_api_key or stored["adminApiKey"],
+                "admin_api_secret": self.admin_api_secret or SecretStr(stored["adminApiSecret"]),
+                "hash_secret": self.hash_secret or SecretStr(stored["hashSecret"]),
+            }
+        )
+        return completed, created

@@ -1,0 +1,217 @@
+"""The HTTP edge shared by every router: body parsing, the size limit, error rendering."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import (
+    ApiError,
+    InternalError,
+    MalformedRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthenticated,
+)
+
+log = logging.getLogger("tokenstore.http")
+
+M = TypeVar("M", bound=BaseModel)
+
+WWW_AUTHENTICATE = 'Basic realm="tokenstore", charset="UTF-8"'
+JSON_TYPES = ("application/json", "")
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+# Numeric identifiers and page bounds: out of range is a malformed call (400), never a
+# 64-bit overflow in the database.
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+PageStart = Annotated[int, Query(ge=0, le=2**31)]
+PageEnd = Annotated[int, Query(ge=0, le=2**31)]
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def describe(error: ValidationError) -> str:
+    """A readable sentence for the first few problems pydantic found."""
+    parts = []
+    for problem in error.errors()[:3]:
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        parts.append(f"{where}: {problem['msg']}")
+    more = len(error.errors()) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "") + "."
+
+
+def parse_json(model: type[M], raw: bytes) -> M:
+    if not raw.strip():
+        raise MalformedRequest("The request body is empty; send a JSON object.")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        if any(problem["type"] == "json_invalid" for problem in error.errors()):
+            raise MalformedRequest("The request body is not valid JSON.") from None
+        raise MalformedRequest(f"Invalid request: {describe(error)}") from None
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that reads a JSON body into `model`, with HTTP 400 on any problem."""
+
+    async def dependency(request: Request) -> M:
+        if media_type(request) not in JSON_TYPES and not media_type(request).endswith("+json"):
+            raise MalformedRequest(
+                f"Content-Type {media_type(request)!r} is not accepted; send application/json."
+            )
+        return parse_json(model, await request.body())
+
+    return dependency
+
+
+def form_fields(raw: bytes) -> dict[str, list[str]]:
+    """`application/x-www-form-urlencoded` fields, each with all its values."""
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise MalformedRequest("The form body is not UTF-8.") from None
+    fields: dict[str, list[str]] = {}
+    for key, value in pairs:
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+# Models whose bodies a dependency parses by hand; `document_bodies` adds their schemas to
+# the OpenAPI components. Filled at import time by the routers, read once at start-up.
+DOCUMENTED_BODIES: dict[str, type[BaseModel]] = {}
+
+
+def openapi_body(model: type[BaseModel], *, form: bool = False) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body a dependency parses by hand."""
+    DOCUMENTED_BODIES[model.__name__] = model
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if form:
+        content[FORM_TYPE] = {"schema": schema}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def document_bodies(openapi: dict[str, Any]) -> dict[str, Any]:
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, model in DOCUMENTED_BODIES.items():
+        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return openapi
+
+
+class BodySizeLimit:
+    """Refuses bodies over `limit` bytes with 413, before the application reads them
+    whole: by `Content-Length` when given, else by counting chunked bytes as they come."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await too_large(self.limit)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise PayloadTooLarge(f"The request body is over {self.limit} bytes.")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def too_large(limit: int) -> JSONResponse:
+    return render(PayloadTooLarge(f"The request body is over {limit} bytes."))
+
+
+def render(error: ApiError) -> JSONResponse:
+    body: dict[str, Any] = {"resultCode": error.result_code, "resultMessage": error.message}
+    if error.action is not None:
+        body["action"] = error.action
+    headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if isinstance(error, Unauthenticated) else None
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
+        if error.status_code >= 500:
+            log.error("request failed: %s", error.message)
+        return render(error)
+
+    async def on_validation(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)  # noqa: S101
+        problems = [
+            f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()[:3]
+        ]
+        return render(MalformedRequest("Invalid request: " + "; ".join(problems) + "."))
+
+    async def on_http(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)  # noqa: S101
+        rendered = render(_http_error(error.status_code, str(error.detail)))
+        if error.headers:
+            rendered.headers.update(error.headers)
+        return rendered
+
+    async def on_database(_request: Request, error: Exception) -> JSONResponse:
+        # The database is down or the connection broke: nothing was committed, and a
+        # retry may succeed. Only the exception class is logged, never its parameters.
+        log.error("database unavailable: %s", type(error).__name__)
+        return render(ServiceUnavailable("The database is unavailable; retry later."))
+
+    async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected failure: %s", type(error).__name__, exc_info=error)
+        return render(InternalError("An unexpected error occurred; nothing was changed."))
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(OperationalError, on_database)
+    app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _database_or_unexpected(
+    on_database: Callable[[Request, Exception], Awaitable[JSONResponse]],
+    on_unexpected: Callable[[Request, Exception], Awaitable[JSONResponse]],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return await on_database(request, error)
+        return await on_unexpected(request, error)
+
+    return handler
+
+
+def _http_error(status: int, detail: str) -> ApiError:
+    error = ApiError(detail if status != 404 else "No such endpoint.")
+    error.status_code = status
+    error.result_code = {404: "ENDPOINT_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(
+        status, "REQUEST_INVALID"
+    )
+    return error

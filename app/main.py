@@ -1,0 +1,79 @@
+"""The application factory: `create_app(settings)` wires routers, errors and the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import logs
+from app.clients.router import router as clients_router
+from app.clock import Clock, system_clock
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.http import BodySizeLimit, document_bodies, install_error_handlers
+from app.services.router import router as services_router
+from app.tokens.router import router as tokens_router
+from app.tokens.router import update_router
+
+VERSION = "0.1.0"
+
+
+def service_api() -> APIRouter:
+    """The endpoints an authorization server calls with its service's credentials."""
+    api = APIRouter()
+    api.include_router(clients_router)
+    api.include_router(tokens_router)
+    return api
+
+
+def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
+    settings.check_production()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="tokenstore",
+        version=VERSION,
+        summary="A self-hostable OAuth 2.0 token store, wire-compatible with Authlete.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.clock = clock
+
+    install_error_handlers(app)
+    app.include_router(services_router)
+    app.include_router(service_api(), prefix="/api")
+    # Authlete API v3 paths name the service; API.md serves them with the same routes.
+    app.include_router(service_api(), prefix="/api/{serviceId:int}")
+    app.include_router(update_router)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = document_bodies(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(logs.AccessLog)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory uvicorn workers call: settings from the environment."""
+    settings, _ = Settings().with_development_secrets()
+    return create_app(settings)

@@ -1,0 +1,45 @@
+"""Stored form of services and their scopes. The API secret is kept only as a digest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, JsonDocument
+
+
+class ServiceRow(Base):
+    __tablename__ = "services"
+
+    api_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    access_token_duration: Mapped[int] = mapped_column(BigInteger)
+    refresh_token_duration: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    modified_at: Mapped[int] = mapped_column(BigInteger)
+
+    scopes: Mapped[list[ScopeRow]] = relationship(
+        lazy="raise",
+        order_by="ScopeRow.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class ScopeRow(Base):
+    __tablename__ = "scopes"
+    __table_args__ = (UniqueConstraint("service_api_key", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_api_key: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("services.api_key", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    # A list of {"key": ..., "value": ...} pairs, as on Authlete's wire.
+    attributes: Mapped[list[dict[str, Any]]] = mapped_column(JsonDocument)

@@ -1,0 +1,68 @@
+"""All SQL about services and their scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from app.services.models import ScopeRow, ServiceRow
+
+
+def get(session: Session, api_key: int) -> ServiceRow | None:
+    return session.get(ServiceRow, api_key)
+
+
+def get_with_scopes(session: Session, api_key: int) -> ServiceRow | None:
+    statement = (
+        select(ServiceRow)
+        .where(ServiceRow.api_key == api_key)
+        .options(selectinload(ServiceRow.scopes))
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def page(session: Session, *, offset: int, limit: int) -> Sequence[ServiceRow]:
+    statement = (
+        select(ServiceRow)
+        .options(selectinload(ServiceRow.scopes))
+        .order_by(ServiceRow.created_at, ServiceRow.api_key)
+        .offset(offset)
+        .limit(limit)
+    )
+    return session.scalars(statement).all()
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ServiceRow)) or 0
+
+
+def scopes_named(session: Session, api_key: int, names: Sequence[str]) -> Sequence[ScopeRow]:
+    """The service's scopes among `names` (the only ones an update or a creation needs)."""
+    if not names:
+        return []
+    statement = select(ScopeRow).where(
+        ScopeRow.service_api_key == api_key, ScopeRow.name.in_(set(names))
+    )
+    return session.scalars(statement).all()
+
+
+def insert(session: Session, row: ServiceRow) -> None:
+    session.add(row)
+    session.flush()
+
+
+def replace_scopes(session: Session, row: ServiceRow, scopes: Sequence[ScopeRow]) -> None:
+    session.execute(delete(ScopeRow).where(ScopeRow.service_api_key == row.api_key))
+    session.flush()
+    for scope in scopes:
+        scope.service_api_key = row.api_key
+        session.add(scope)
+    session.flush()
+
+
+def delete_service(session: Session, api_key: int) -> bool:
+    """Deletes the service; its scopes, clients and tokens go with it (ON DELETE CASCADE)."""
+    result = session.execute(delete(ServiceRow).where(ServiceRow.api_key == api_key))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,99 @@
+"""Wire models of the service API, in Authlete's shapes (`Service`, `Scope`, `Pair`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from app.services.models import ServiceRow
+from app.services.service import ScopeSpec, ServiceSpec
+from app.wire import Envelope, WireRequest, WireResponse
+
+
+class PairIn(WireRequest):
+    key: str | None = None
+    value: str | None = None
+
+
+class ScopeIn(WireRequest):
+    name: str = Field(max_length=255)
+    description: str | None = None
+    attributes: list[PairIn] | None = None
+
+
+class ServiceIn(WireRequest):
+    """Authlete's `Service`; the fields tokenstore does not use are ignored."""
+
+    service_name: str | None = Field(default=None, max_length=255)
+    description: str | None = None
+    supported_scopes: list[ScopeIn] | None = None
+    access_token_duration: int | None = None
+    refresh_token_duration: int | None = None
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec(
+            name=self.service_name,
+            description=self.description,
+            scopes=None
+            if self.supported_scopes is None
+            else tuple(
+                ScopeSpec(
+                    name=scope.name,
+                    description=scope.description,
+                    attributes=tuple((p.key, p.value) for p in scope.attributes or ()),
+                )
+                for scope in self.supported_scopes
+            ),
+            access_token_duration=self.access_token_duration,
+            refresh_token_duration=self.refresh_token_duration,
+        )
+
+
+class PairOut(WireResponse):
+    key: str | None
+    value: str | None
+
+
+class ScopeOut(WireResponse):
+    name: str
+    description: str | None = None
+    attributes: list[PairOut]
+
+
+class ServiceOut(WireResponse):
+    api_key: int
+    api_secret: str | None = None
+    service_name: str | None = None
+    description: str | None = None
+    supported_scopes: list[ScopeOut]
+    access_token_duration: int
+    refresh_token_duration: int
+    created_at: int
+    modified_at: int
+
+    @classmethod
+    def of(cls, row: ServiceRow, *, api_secret: str | None = None) -> ServiceOut:
+        return cls(
+            api_key=row.api_key,
+            api_secret=api_secret,
+            service_name=row.name,
+            description=row.description,
+            supported_scopes=[
+                ScopeOut(
+                    name=scope.name,
+                    description=scope.description,
+                    attributes=[PairOut(key=a["key"], value=a["value"]) for a in scope.attributes],
+                )
+                for scope in row.scopes
+            ],
+            access_token_duration=row.access_token_duration,
+            refresh_token_duration=row.refresh_token_duration,
+            created_at=row.created_at,
+            modified_at=row.modified_at,
+        )
+
+
+class ServiceListOut(Envelope):
+    start: int
+    end: int
+    total_count: int
+    services: list[ServiceOut]

@@ -1,0 +1,136 @@
+"""Service management by the operator: create, read, list, update, delete."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidValue, ResourceNotFound
+from app.services import repository
+from app.services.models import ScopeRow, ServiceRow
+from app.tokens.hashing import secret_digest
+
+# Authlete's defaults for a new service: one day, ten days.
+DEFAULT_ACCESS_TOKEN_DURATION = 86_400
+DEFAULT_REFRESH_TOKEN_DURATION = 864_000
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSpec:
+    name: str
+    description: str | None
+    attributes: tuple[tuple[str | None, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """What a create or update request says; None: not given."""
+
+    name: str | None
+    description: str | None
+    scopes: tuple[ScopeSpec, ...] | None
+    access_token_duration: int | None
+    refresh_token_duration: int | None
+
+
+def new_api_key() -> int:
+    # 15 digits: well inside JSON's exact-integer range (2**53) and Authlete-like.
+    return secrets.randbelow(9 * 10**14) + 10**14
+
+
+def _scope_rows(scopes: Sequence[ScopeSpec]) -> list[ScopeRow]:
+    names = [scope.name for scope in scopes]
+    if any(not name or any(ch.isspace() for ch in name) for name in names):
+        raise InvalidValue("Every scope needs a name without spaces (RFC 6749 section 3.3).")
+    if len(set(names)) != len(names):
+        raise InvalidValue("Scope names must be unique within a service.")
+    return [
+        ScopeRow(
+            position=position,
+            name=scope.name,
+            description=scope.description,
+            attributes=[{"key": key, "value": value} for key, value in scope.attributes],
+        )
+        for position, scope in enumerate(scopes)
+    ]
+
+
+def _positive_or(value: int | None, default: int) -> int:
+    # Authlete's clients send 0 for "not set"; 0 or less keeps the default.
+    return value if value is not None and value > 0 else default
+
+
+def create(
+    session: Session, *, spec: ServiceSpec, hash_key: bytes, now: int
+) -> tuple[ServiceRow, str]:
+    """Creates a service; returns it and its API secret, which is shown only this once."""
+    api_secret = secrets.token_urlsafe(32)
+    row = ServiceRow(
+        api_key=new_api_key(),
+        secret_digest=secret_digest(api_secret, hash_key),
+        name=spec.name,
+        description=spec.description,
+        access_token_duration=_positive_or(
+            spec.access_token_duration, DEFAULT_ACCESS_TOKEN_DURATION
+        ),
+        refresh_token_duration=_positive_or(
+            spec.refresh_token_duration, DEFAULT_REFRESH_TOKEN_DURATION
+        ),
+        created_at=now,
+        modified_at=now,
+    )
+    scopes = _scope_rows(spec.scopes or ())
+    repository.insert(session, row)
+    repository.replace_scopes(session, row, scopes)
+    return _reload(session, row.api_key), api_secret
+
+
+def get(session: Session, *, api_key: int) -> ServiceRow:
+    row = repository.get_with_scopes(session, api_key)
+    if row is None:
+        raise ResourceNotFound(f"There is no service {api_key}.")
+    return row
+
+
+def page(session: Session, *, start: int, end: int) -> tuple[Sequence[ServiceRow], int]:
+    check_range(start, end)
+    return repository.page(session, offset=start, limit=end - start), repository.count(session)
+
+
+def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> ServiceRow:
+    """Updates what the request gives (null, and durations of 0, leave a field alone)."""
+    row = get(session, api_key=api_key)
+    if spec.name is not None:
+        row.name = spec.name
+    if spec.description is not None:
+        row.description = spec.description
+    row.access_token_duration = _positive_or(spec.access_token_duration, row.access_token_duration)
+    row.refresh_token_duration = _positive_or(
+        spec.refresh_token_duration, row.refresh_token_duration
+    )
+    row.modified_at = now
+    if spec.scopes is not None:
+        repository.replace_scopes(session, row, _scope_rows(spec.scopes))
+    session.flush()
+    return _reload(session, api_key)
+
+
+def delete(session: Session, *, api_key: int) -> None:
+    if not repository.delete_service(session, api_key):
+        raise ResourceNotFound(f"There is no service {api_key}.")
+
+
+def _reload(session: Session, api_key: int) -> ServiceRow:
+    session.expire_all()
+    return get(session, api_key=api_key)
+
+
+def check_range(start: int, end: int) -> None:
+    if start < 0 or end < start:
+        raise InvalidValue("Ask for 0 <= start <= end.")
+    if end - start > MAX_PAGE:
+        raise InvalidValue(f"Ask for at most {MAX_PAGE} entries at a time (end - start).")

@@ -1,0 +1,124 @@
+"""Stored form of tokens: one row per access token, with its optional refresh token.
+
+No token value is ever stored. `access_hash` is the wire `accessTokenHash` (shown in lists);
+lookups go through `access_key`, a keyed digest of the hash (see `hashing.lookup_key`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, JsonDocument
+from app.tokens.rules import AuthzElement, Property, TokenState
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the id is 64-bit.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+    __table_args__ = (
+        Index("ix_tokens_service_created", "service_api_key", "created_at", "id"),
+        Index("ix_tokens_service_subject", "service_api_key", "subject", "created_at"),
+        Index("ix_tokens_client_created", "client_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    service_api_key: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("services.api_key", ondelete="CASCADE")
+    )
+    client_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("clients.client_id", ondelete="CASCADE")
+    )
+    subject: Mapped[str | None] = mapped_column(String(255))
+    grant_type: Mapped[str | None] = mapped_column(String(40))
+    access_key: Mapped[str] = mapped_column(String(64), unique=True)
+    access_hash: Mapped[str] = mapped_column(String(43))
+    refresh_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    refresh_hash: Mapped[str | None] = mapped_column(String(43))
+    scopes: Mapped[list[str]] = mapped_column(JsonDocument)
+    access_expires_at: Mapped[int] = mapped_column(BigInteger)
+    refresh_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    persistent: Mapped[bool] = mapped_column(Boolean)
+    properties: Mapped[list[dict[str, Any]]] = mapped_column(JsonDocument)
+    authorization_details: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDocument)
+    certificate_thumbprint: Mapped[str | None] = mapped_column(String(43))
+    dpop_key_thumbprint: Mapped[str | None] = mapped_column(String(43))
+    for_external_attachment: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    def state(self) -> TokenState:
+        return TokenState(
+            access_hash=self.access_hash,
+            scopes=tuple(self.scopes),
+            access_expires_at=self.access_expires_at,
+            persistent=self.persistent,
+            refresh_expires_at=self.refresh_expires_at if self.refresh_key else None,
+            properties=tuple(
+                Property(p["key"], p["value"], bool(p.get("hidden"))) for p in self.properties
+            ),
+            authorization_details=None
+            if self.authorization_details is None
+            else tuple(_element(e) for e in self.authorization_details),
+            certificate_thumbprint=self.certificate_thumbprint,
+            dpop_key_thumbprint=self.dpop_key_thumbprint,
+            for_external_attachment=self.for_external_attachment,
+        )
+
+    def store(self, state: TokenState) -> None:
+        """Write a state decided by the rules (the caller sets `access_key` with the hash)."""
+        self.access_hash = state.access_hash
+        self.scopes = list(state.scopes)
+        self.access_expires_at = state.access_expires_at
+        self.persistent = state.persistent
+        self.refresh_expires_at = state.refresh_expires_at
+        self.properties = [
+            {"key": p.key, "value": p.value, "hidden": p.hidden} for p in state.properties
+        ]
+        self.authorization_details = (
+            None
+            if state.authorization_details is None
+            else [element_document(e) for e in state.authorization_details]
+        )
+        self.certificate_thumbprint = state.certificate_thumbprint
+        self.dpop_key_thumbprint = state.dpop_key_thumbprint
+        self.for_external_attachment = state.for_external_attachment
+
+
+def element_document(element: AuthzElement) -> dict[str, Any]:
+    """An authorization details element in Authlete's wire form, without absent members."""
+    document = {
+        "type": element.type,
+        "locations": element.locations,
+        "actions": element.actions,
+        "dataTypes": element.data_types,
+        "identifier": element.identifier,
+        "privileges": element.privileges,
+        "otherFields": element.other_fields,
+    }
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in document.items()
+        if value is not None
+    }
+
+
+def _element(document: dict[str, Any]) -> AuthzElement:
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = document.get(key)
+        return None if value is None else tuple(value)
+
+    return AuthzElement(
+        type=document["type"],
+        locations=strings("locations"),
+        actions=strings("actions"),
+        data_types=strings("dataTypes"),
+        identifier=document.get("identifier"),
+        privileges=strings("privileges"),
+        other_fields=document.get("otherFields"),
+    )

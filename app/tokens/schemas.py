@@ -1,0 +1,295 @@
+"""Wire models of the token API, in Authlete's shapes and field names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from app.errors import MalformedRequest
+from app.tokens.models import element_document
+from app.tokens.rules import (
+    AuthzElement,
+    AuthzElementInput,
+    PropertyInput,
+    TokenState,
+    UpdateRequest,
+    response_expires_at,
+)
+from app.wire import ActionEnvelope, Envelope, WireRequest, WireResponse
+
+
+class GrantType(StrEnum):
+    """Authlete's `GrantType` names, as they travel on the wire."""
+
+    AUTHORIZATION_CODE = "AUTHORIZATION_CODE"
+    IMPLICIT = "IMPLICIT"
+    PASSWORD = "PASSWORD"  # noqa: S105 - a grant type, not a password
+    CLIENT_CREDENTIALS = "CLIENT_CREDENTIALS"
+    REFRESH_TOKEN = "REFRESH_TOKEN"  # noqa: S105
+    CIBA = "CIBA"
+    DEVICE_CODE = "DEVICE_CODE"
+    TOKEN_EXCHANGE = "TOKEN_EXCHANGE"  # noqa: S105
+    JWT_BEARER = "JWT_BEARER"
+    PRE_AUTHORIZED_CODE = "PRE_AUTHORIZED_CODE"
+
+
+class PropertyIO(WireRequest):
+    key: str | None = None
+    value: str | None = None
+    hidden: bool | None = None
+
+    def input(self) -> PropertyInput:
+        return PropertyInput(self.key, self.value, self.hidden)
+
+
+class AuthzElementIO(WireRequest):
+    type: str | None = None
+    locations: list[str] | None = None
+    actions: list[str] | None = None
+    data_types: list[str] | None = None
+    identifier: str | None = None
+    privileges: list[str] | None = None
+    other_fields: str | None = None
+
+    def input(self) -> AuthzElementInput:
+        def strings(value: list[str] | None) -> tuple[str, ...] | None:
+            return None if value is None else tuple(value)
+
+        return AuthzElementInput(
+            type=self.type,
+            locations=strings(self.locations),
+            actions=strings(self.actions),
+            data_types=strings(self.data_types),
+            identifier=self.identifier,
+            privileges=strings(self.privileges),
+            other_fields=self.other_fields,
+        )
+
+
+class AuthzDetailsIO(WireRequest):
+    """Authlete's wire form of RFC 9396 `authorization_details`: `{"elements": [...]}`."""
+
+    elements: list[AuthzElementIO] | None = None
+
+    def inputs(self) -> tuple[AuthzElementInput, ...]:
+        return tuple(element.input() for element in self.elements or ())
+
+
+# --- Update --------------------------------------------------------------------------------
+
+
+class TokenUpdateIn(WireRequest):
+    """Authlete's `TokenUpdateRequest`. `null` means "not given" for every field."""
+
+    access_token: str | None = None
+    access_token_hash: str | None = None
+    token_id: str | None = None
+    access_token_expires_at: int | None = None
+    refresh_token_expires_at: int | None = None
+    access_token_persistent: bool | None = None
+    scopes: list[str] | None = None
+    access_token_expires_at_updated_on_scope_update: bool | None = None
+    refresh_token_expires_at_updated_on_scope_update: bool | None = None
+    properties: list[PropertyIO] | None = None
+    authorization_details: AuthzDetailsIO | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool | None = None
+    access_token_value_updated: bool | None = None
+
+    def changes(self) -> UpdateRequest:
+        return UpdateRequest(
+            access_token_expires_at=self.access_token_expires_at,
+            refresh_token_expires_at=self.refresh_token_expires_at,
+            access_token_persistent=self.access_token_persistent,
+            scopes=None if self.scopes is None else tuple(self.scopes),
+            access_expiry_on_scope_update=bool(
+                self.access_token_expires_at_updated_on_scope_update
+            ),
+            refresh_expiry_on_scope_update=bool(
+                self.refresh_token_expires_at_updated_on_scope_update
+            ),
+            properties=None
+            if self.properties is None
+            else tuple(p.input() for p in self.properties),
+            authorization_details=None
+            if self.authorization_details is None
+            else self.authorization_details.inputs(),
+            certificate_thumbprint=self.certificate_thumbprint,
+            dpop_key_thumbprint=self.dpop_key_thumbprint,
+            for_external_attachment=self.for_external_attachment,
+            value_updated=bool(self.access_token_value_updated),
+        )
+
+
+_FORM_BOOLEANS = {
+    "accessTokenPersistent",
+    "accessTokenExpiresAtUpdatedOnScopeUpdate",
+    "refreshTokenExpiresAtUpdatedOnScopeUpdate",
+    "forExternalAttachment",
+    "accessTokenValueUpdated",
+}
+_FORM_INTEGERS = {"accessTokenExpiresAt", "refreshTokenExpiresAt"}
+_FORM_JSON_ONLY = {"properties", "authorizationDetails"}
+
+
+def update_from_form(fields: dict[str, list[str]]) -> dict[str, Any]:
+    """A form-encoded update as the JSON document it stands for. `scopes` may repeat and
+    each value may hold several space-separated scopes (RFC 6749 section 3.3)."""
+    document: dict[str, Any] = {}
+    for name, values in fields.items():
+        if name in _FORM_JSON_ONLY:
+            raise MalformedRequest(f"{name} is accepted in JSON bodies only.")
+        if name == "scopes":
+            document[name] = [scope for value in values for scope in value.split()]
+            continue
+        if len(values) > 1:
+            raise MalformedRequest(f"The form field {name} is given more than once.")
+        value = values[0]
+        if name in _FORM_BOOLEANS:
+            if value.lower() not in ("true", "false"):
+                raise MalformedRequest(f"{name} must be true or false.")
+            document[name] = value.lower() == "true"
+        elif name in _FORM_INTEGERS:
+            try:
+                document[name] = int(value)
+            except ValueError:
+                raise MalformedRequest(f"{name} must be an integer.") from None
+        else:
+            document[name] = value
+    return document
+
+
+class PropertyOut(WireResponse):
+    key: str
+    value: str
+    hidden: bool
+
+
+class AuthzDetailsOut(WireResponse):
+    elements: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, elements: tuple[AuthzElement, ...] | None) -> AuthzDetailsOut | None:
+        if elements is None:
+            return None
+        return cls(elements=[element_document(e) for e in elements])
+
+
+def properties_out(state: TokenState) -> list[PropertyOut]:
+    return [PropertyOut(key=p.key, value=p.value, hidden=p.hidden) for p in state.properties]
+
+
+class TokenUpdateOut(ActionEnvelope):
+    access_token: str | None = None
+    access_token_hash: str | None = None
+    token_type: str | None = None
+    access_token_expires_at: int | None = None
+    access_token_persistent: bool | None = None
+    refresh_token_expires_at: int | None = None
+    scopes: list[str] | None = None
+    properties: list[PropertyOut] | None = None
+    authorization_details: AuthzDetailsOut | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool | None = None
+    token_id: str | None = None
+
+    @classmethod
+    def of(cls, state: TokenState, *, token_id: str, shown_value: str | None) -> TokenUpdateOut:
+        return cls(
+            action="OK",
+            result_code="TOKEN_UPDATED",
+            result_message="The token was updated.",
+            access_token=shown_value,
+            access_token_hash=state.access_hash,
+            token_type=state.token_type,
+            access_token_expires_at=response_expires_at(state),
+            access_token_persistent=state.persistent,
+            refresh_token_expires_at=state.refresh_expires_at or 0,
+            scopes=list(state.scopes),
+            properties=properties_out(state),
+            authorization_details=AuthzDetailsOut.of(state.authorization_details),
+            certificate_thumbprint=state.certificate_thumbprint,
+            dpop_key_thumbprint=state.dpop_key_thumbprint,
+            for_external_attachment=state.for_external_attachment,
+            token_id=token_id,
+        )
+
+
+# --- Create --------------------------------------------------------------------------------
+
+
+class TokenCreateIn(WireRequest):
+    """Authlete's `TokenCreateRequest`."""
+
+    grant_type: GrantType | None = None
+    client_id: int | None = None
+    subject: str | None = None
+    scopes: list[str] | None = None
+    access_token_duration: int | None = None
+    refresh_token_duration: int | None = None
+    properties: list[PropertyIO] | None = None
+    access_token: str | None = None
+    refresh_token: str | None = None
+    access_token_persistent: bool | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    authorization_details: AuthzDetailsIO | None = None
+    for_external_attachment: bool | None = None
+
+
+class TokenCreateOut(ActionEnvelope):
+    grant_type: GrantType | None = None
+    client_id: int | None = None
+    subject: str | None = None
+    scopes: list[str] | None = None
+    access_token: str | None = None
+    access_token_hash: str | None = None
+    token_type: str | None = None
+    expires_in: int | None = None
+    expires_at: int | None = None
+    access_token_persistent: bool | None = None
+    refresh_token: str | None = None
+    refresh_token_expires_at: int | None = None
+    properties: list[PropertyOut] | None = None
+    authorization_details: AuthzDetailsOut | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool | None = None
+    token_id: str | None = None
+
+
+# --- List ----------------------------------------------------------------------------------
+
+
+class AccessTokenOut(WireResponse):
+    """Authlete's `AccessToken` as listed: hashes, never values."""
+
+    access_token_hash: str
+    refresh_token_hash: str | None = None
+    token_id: str
+    client_id: int
+    subject: str | None = None
+    grant_type: GrantType | None = None
+    scopes: list[str]
+    token_type: str
+    access_token_expires_at: int
+    access_token_persistent: bool
+    refresh_token_expires_at: int
+    created_at: int
+    last_refreshed_at: int
+    properties: list[PropertyOut]
+    authorization_details: AuthzDetailsOut | None = None
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    for_external_attachment: bool
+
+
+class TokenListOut(Envelope):
+    start: int
+    end: int
+    client: dict[str, Any] | None = None
+    subject: str | None = None
+    total_count: int
+    access_tokens: list[AccessTokenOut]

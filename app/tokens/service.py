@@ -1,0 +1,281 @@
+"""Token creation, listing and update: loads under a lock, asks the rules, writes.
+
+The service owns no transaction: the request's session commits or rolls back.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.clients import repository as clients
+from app.clients.models import ClientRow
+from app.errors import BadRequestAction, ClientUnknown, TokenNotFound
+from app.services import repository as services
+from app.services.service import check_range
+from app.tokens import repository
+from app.tokens.hashing import VALUE_BYTES, encode_value, lookup_key, token_hash
+from app.tokens.models import TokenRow
+from app.tokens.rules import (
+    AuthzElementInput,
+    Lookup,
+    PropertyInput,
+    ScopePolicy,
+    TokenState,
+    UpdateRequest,
+    apply_update,
+    check_thumbprint,
+    choose_identifier,
+    expiry_after,
+    filter_scopes,
+    is_alive,
+    scope_durations,
+    validate_authorization_details,
+    validate_properties,
+)
+
+log = logging.getLogger("tokenstore.tokens")
+
+# Grant types after which Authlete issues no refresh token (RFC 6749 sections 4.2.2, 4.4.3).
+NO_REFRESH_GRANTS = frozenset({"CLIENT_CREDENTIALS", "IMPLICIT"})
+MAX_VALUE_LENGTH = 1024
+
+
+def new_value() -> str:
+    return encode_value(secrets.token_bytes(VALUE_BYTES))
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# --- Update --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCommand:
+    access_token: str | None
+    access_token_hash: str | None
+    token_id: str | None
+    changes: UpdateRequest
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    state: TokenState
+    token_id: str
+    shown_value: str | None  # the value the caller sent, or the regenerated one
+
+
+def policy_for(
+    session: Session, *, service_api_key: int, client: ClientRow | None, scopes: Sequence[str]
+) -> ScopePolicy:
+    """The scope policy for the given scope names: only those rows are loaded."""
+    rows = services.scopes_named(session, service_api_key, scopes)
+    supported = {
+        row.name: scope_durations((a.get("key"), a.get("value")) for a in row.attributes)
+        for row in rows
+    }
+    requestable = (
+        frozenset(client.requestable_scopes)
+        if client is not None and client.requestable_scopes_enabled
+        else None
+    )
+    return ScopePolicy(supported=supported, requestable=requestable)
+
+
+def update(
+    session: Session, *, service_api_key: int, command: UpdateCommand, hash_key: bytes, now: int
+) -> UpdateResult:
+    identifier = choose_identifier(
+        access_token=command.access_token,
+        access_token_hash=command.access_token_hash,
+        token_id=command.token_id,
+    )
+    if identifier.kind is Lookup.TOKEN_ID:
+        row = repository.get_for_update(session, service_api_key, token_id=identifier.text)
+    else:
+        hash_ = token_hash(identifier.text) if identifier.kind is Lookup.VALUE else identifier.text
+        access_key = lookup_key(service_api_key, hash_, hash_key)
+        row = repository.get_for_update(session, service_api_key, access_key=access_key)
+    if row is None or not is_alive(state := row.state(), now):
+        raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
+
+    changes = command.changes
+    policy = ScopePolicy(supported={})
+    if changes.scopes is not None:
+        client = clients.get(session, service_api_key, row.client_id)
+        policy = policy_for(
+            session, service_api_key=service_api_key, client=client, scopes=changes.scopes
+        )
+    decision = apply_update(state, changes, policy, now=now, new_value=new_value())
+
+    if decision.new_value is not None:
+        row.access_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
+    row.store(decision.state)
+    row.updated_at = now
+    session.flush()
+    log.info("token updated token_id=%s regenerated=%s", row.token_id, bool(decision.new_value))
+    shown = decision.new_value or (identifier.text if identifier.kind is Lookup.VALUE else None)
+    return UpdateResult(decision.state, row.token_id, shown)
+
+
+# --- Create --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CreateCommand:
+    grant_type: str | None
+    client_id: int | None
+    subject: str | None
+    scopes: tuple[str, ...]
+    access_token_duration: int | None
+    refresh_token_duration: int | None
+    properties: tuple[PropertyInput, ...]
+    access_token: str | None
+    refresh_token: str | None
+    access_token_persistent: bool
+    certificate_thumbprint: str | None
+    dpop_key_thumbprint: str | None
+    authorization_details: tuple[AuthzElementInput, ...] | None
+    for_external_attachment: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    row: TokenRow
+    state: TokenState
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+
+
+def _check_value(name: str, value: str | None) -> None:
+    if value is not None and (len(value) > MAX_VALUE_LENGTH or not value.isprintable()):
+        raise BadRequestAction(f"{name} must be printable and at most {MAX_VALUE_LENGTH} long.")
+
+
+def create(
+    session: Session, *, service_api_key: int, command: CreateCommand, hash_key: bytes, now: int
+) -> CreateResult:
+    # Every check first: a rejected request writes nothing.
+    if not command.grant_type:
+        raise BadRequestAction("grantType is required.")
+    if command.subject is None and command.grant_type != "CLIENT_CREDENTIALS":
+        raise BadRequestAction("subject is required unless grantType is CLIENT_CREDENTIALS.")
+    if not command.client_id:
+        raise BadRequestAction("clientId is required.")
+    _check_value("accessToken", command.access_token)
+    _check_value("refreshToken", command.refresh_token)
+    check_thumbprint("certificateThumbprint", command.certificate_thumbprint)
+    check_thumbprint("dpopKeyThumbprint", command.dpop_key_thumbprint)
+    properties = validate_properties(command.properties)
+    details = (
+        None
+        if command.authorization_details is None
+        else validate_authorization_details(command.authorization_details)
+    )
+    client = clients.get(session, service_api_key, command.client_id)
+    if client is None:
+        raise ClientUnknown(f"This service has no client {command.client_id}.")
+    service = services.get(session, service_api_key)
+    assert service is not None  # noqa: S101 - the caller was authenticated as this service
+
+    policy = policy_for(
+        session, service_api_key=service_api_key, client=client, scopes=command.scopes
+    )
+    access_seconds = _positive_or(command.access_token_duration, service.access_token_duration)
+    refresh_seconds = _positive_or(command.refresh_token_duration, service.refresh_token_duration)
+    access_value = command.access_token or new_value()
+    refresh_value = None
+    if command.grant_type not in NO_REFRESH_GRANTS:
+        refresh_value = command.refresh_token or new_value()
+
+    state = TokenState(
+        access_hash=token_hash(access_value),
+        scopes=filter_scopes(command.scopes, policy),
+        access_expires_at=expiry_after(now, access_seconds),
+        persistent=command.access_token_persistent,
+        refresh_expires_at=None if refresh_value is None else expiry_after(now, refresh_seconds),
+        properties=properties,
+        authorization_details=details,
+        certificate_thumbprint=command.certificate_thumbprint or None,
+        dpop_key_thumbprint=command.dpop_key_thumbprint or None,
+        for_external_attachment=command.for_external_attachment,
+    )
+    refresh_hash = None if refresh_value is None else token_hash(refresh_value)
+    row = TokenRow(
+        token_id=new_token_id(),
+        service_api_key=service_api_key,
+        client_id=client.client_id,
+        subject=command.subject,
+        grant_type=command.grant_type,
+        access_key=lookup_key(service_api_key, state.access_hash, hash_key),
+        refresh_key=None
+        if refresh_hash is None
+        else lookup_key(service_api_key, "refresh:" + refresh_hash, hash_key),
+        refresh_hash=refresh_hash,
+        created_at=now,
+        updated_at=now,
+    )
+    row.store(state)
+    try:
+        repository.insert(session, row)
+    except IntegrityError:
+        # Only a caller-chosen value can collide; generated ones are 256 random bits.
+        raise BadRequestAction("That accessToken or refreshToken is already in use.") from None
+    log.info("token created token_id=%s client_id=%s", row.token_id, client.client_id)
+    return CreateResult(row, state, access_value, refresh_value, access_seconds)
+
+
+def _positive_or(value: int | None, default: int) -> int:
+    return value if value is not None and value > 0 else default
+
+
+# --- List ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPage:
+    rows: Sequence[TokenRow]
+    total: int
+    client: ClientRow | None
+
+
+def page(
+    session: Session,
+    *,
+    service_api_key: int,
+    client_identifier: str | None,
+    subject: str | None,
+    start: int,
+    end: int,
+    now: int,
+) -> TokenPage:
+    check_range(start, end)
+    client = None
+    if client_identifier:
+        client = clients.get_by_identifier(session, service_api_key, client_identifier)
+        if client is None:
+            # An unknown client has no tokens; answering with an empty page tells nothing
+            # about other services' clients.
+            return TokenPage([], 0, None)
+    client_id = client.client_id if client else None
+    rows = repository.page(
+        session,
+        service_api_key,
+        client_id=client_id,
+        subject=subject,
+        now=now,
+        offset=start,
+        limit=end - start,
+    )
+    total = repository.count(
+        session, service_api_key, client_id=client_id, subject=subject, now=now
+    )
+    return TokenPage(rows, total, client)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the tokenstore schema (run with `tokenstore migrate`)."""
