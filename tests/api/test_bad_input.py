@@ -1,0 +1,348 @@
+"""Bad input gets a precise answer and loses nothing (API.md, "Response envelope").
+
+Each case checks the HTTP status, the `action` where there is one, a readable message, and
+that the stored token row is exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from app.tokens import schemas
+from tests.api.world import World, ok
+from tests.conftest import OPERATOR
+
+pytestmark = pytest.mark.anyio
+
+THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+@pytest.fixture
+async def token(world: World) -> AsyncIterator[dict[str, Any]]:
+    yield await world.token(scopes=["read"], properties=[{"key": "k", "value": "v"}])
+
+
+def envelope(response: Any, status: int, result_code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["resultCode"] == result_code
+    assert body["resultMessage"].strip()
+    return body
+
+
+# --- Not a well-formed call: HTTP 400 --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "message"),
+    [
+        (b'{"accessToken": ', "application/json", "not valid JSON"),
+        (b"", "application/json", "empty"),
+        (b"[1, 2]", "application/json", "object"),
+        (b"\xff\xfe", "application/json", "JSON"),
+        (b"accessToken=x", "text/plain", "Content-Type"),
+        (b'{"scopes": "read"}', "application/json", "scopes"),
+        (b'{"accessTokenExpiresAt": "123"}', "application/json", "accessTokenExpiresAt"),
+        (b'{"accessTokenExpiresAt": 1.5}', "application/json", "accessTokenExpiresAt"),
+        (b'{"accessTokenPersistent": "true"}', "application/json", "accessTokenPersistent"),
+        (b'{"properties": {"key": "k"}}', "application/json", "properties"),
+        (b'{"properties": [{"key": 1, "value": "v"}]}', "application/json", "properties"),
+        (b'{"authorizationDetails": [{"type": "t"}]}', "application/json", "authorizationDetails"),
+        (b"properties=x", "application/x-www-form-urlencoded", "JSON bodies only"),
+        (b"accessTokenPersistent=yes", "application/x-www-form-urlencoded", "true or false"),
+        (b"accessTokenExpiresAt=soon", "application/x-www-form-urlencoded", "integer"),
+    ],
+    ids=[
+        "truncated JSON",
+        "empty body",
+        "JSON array",
+        "not UTF-8",
+        "unknown content type",
+        "scopes as a string",
+        "expiry as a string",
+        "expiry as a float",
+        "boolean as a string",
+        "properties as an object",
+        "property key as a number",
+        "authorization details as a bare RFC 9396 array",
+        "properties in a form",
+        "form boolean that is not one",
+        "form integer that is not one",
+    ],
+)
+async def test_a_malformed_update_is_http_400_and_changes_nothing(
+    world: World,
+    token: dict[str, Any],
+    stored: Any,
+    content: bytes,
+    content_type: str,
+    message: str,
+) -> None:
+    before = stored(token["tokenId"])
+    # The token is named in the query too, in vain: nothing reaches the rules.
+    response = await world.http.post(
+        "/auth/token/update",
+        content=content,
+        headers={"Content-Type": content_type},
+        auth=world.auth,
+    )
+    body = envelope(response, 400, "REQUEST_MALFORMED")
+    assert message in body["resultMessage"]
+    assert stored(token["tokenId"]) == before
+
+
+async def test_an_oversized_body_is_413_whether_or_not_its_length_is_announced(
+    world: World, token: dict[str, Any], stored: Any
+) -> None:
+    before = stored(token["tokenId"])
+    big = b'{"accessToken": "' + token["accessToken"].encode() + b'", "scopes": ["' + (
+        b"x" * 70_000
+    ) + b'"]}'
+    announced = await world.http.post(
+        "/auth/token/update", content=big, headers={"Content-Type": "application/json"},
+        auth=world.auth,
+    )
+    envelope(announced, 413, "REQUEST_TOO_LARGE")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    streamed = await world.http.post(
+        "/auth/token/update", content=chunks(), headers={"Content-Type": "application/json"},
+        auth=world.auth,
+    )
+    envelope(streamed, 413, "REQUEST_TOO_LARGE")
+    assert stored(token["tokenId"]) == before
+
+
+async def test_out_of_range_numbers_in_paths_and_queries_are_400(world: World) -> None:
+    envelope(
+        await world.http.get(f"/api/client/get/{2**64}", auth=world.auth), 400, "REQUEST_MALFORMED"
+    )
+    envelope(
+        await world.http.get("/api/auth/token/get/list?start=abc", auth=world.auth),
+        400,
+        "REQUEST_MALFORMED",
+    )
+    envelope(
+        await world.http.get("/api/auth/token/get/list?start=9&end=2", auth=world.auth),
+        400,
+        "VALUE_INVALID",
+    )
+
+
+async def test_unknown_routes_and_methods_answer_in_the_envelope(http: AsyncClient) -> None:
+    envelope(await http.get("/no/such/thing"), 404, "ENDPOINT_NOT_FOUND")
+    envelope(await http.get("/auth/token/update"), 405, "METHOD_NOT_ALLOWED")
+
+
+# --- Credentials: HTTP 401 with WWW-Authenticate ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer abc",
+        "Basic !!!not-base64!!!",
+        "Basic " + "bm9jb2xvbg==",  # "nocolon"
+        "Basic " + "MTIzOnNlY3JldA==",  # "123:secret": no such service
+        "Basic " + "YWJjOnNlY3JldA==",  # "abc:secret": not a number
+    ],
+    ids=["missing", "wrong scheme", "bad base64", "no colon", "unknown key", "non-numeric key"],
+)
+async def test_missing_or_wrong_service_credentials_are_401(
+    world: World, token: dict[str, Any], stored: Any, authorization: str | None
+) -> None:
+    before = stored(token["tokenId"])
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = await world.http.post(
+        "/auth/token/update",
+        json={"accessToken": token["accessToken"], "accessTokenPersistent": True},
+        headers=headers,
+    )
+    envelope(response, 401, "CREDENTIALS_INVALID")
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+    assert stored(token["tokenId"]) == before
+
+
+async def test_a_wrong_secret_for_a_real_service_is_401(world: World, token: dict[str, Any]) -> None:
+    response = await world.http.post(
+        "/auth/token/update",
+        json={"accessToken": token["accessToken"]},
+        auth=(str(world.api_key), world.api_secret + "x"),
+    )
+    envelope(response, 401, "CREDENTIALS_INVALID")
+
+
+async def test_service_credentials_do_not_open_the_operator_api(world: World) -> None:
+    response = await world.http.get("/api/service/get/list", auth=world.auth)
+    envelope(response, 401, "CREDENTIALS_INVALID")
+    operator_on_service_api = await world.http.get("/api/client/get/list", auth=OPERATOR)
+    envelope(operator_on_service_api, 401, "CREDENTIALS_INVALID")
+
+
+# --- Business outcomes: HTTP 200 with an action ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"scopes": ["write"], "dpopKeyThumbprint": "abc"}, "thumbprint"),
+        ({"scopes": ["write"], "certificateThumbprint": "a" * 64}, "thumbprint"),
+        ({"scopes": ["write"], "properties": [{"value": "v"}]}, "no key"),
+        (
+            {"properties": [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]},
+            "repeats the key",
+        ),
+        ({"scopes": [], "authorizationDetails": {"elements": [{"actions": ["x"]}]}}, "no type"),
+        (
+            {"authorizationDetails": {"elements": [{"type": "t", "otherFields": "{oops"}]}},
+            "otherFields",
+        ),
+        ({"scopes": ["write"], "accessTokenExpiresAt": 2**62}, "year 9999"),
+    ],
+    ids=[
+        "bad dpop thumbprint",
+        "hex certificate thumbprint",
+        "property without key",
+        "duplicate property keys",
+        "element without type",
+        "otherFields not JSON",
+        "expiry beyond 9999",
+    ],
+)
+async def test_an_invalid_value_is_bad_request_and_changes_nothing(
+    world: World, token: dict[str, Any], stored: Any, fields: dict[str, Any], message: str
+) -> None:
+    before = stored(token["tokenId"])
+    answer = await world.update(accessToken=token["accessToken"], **fields)
+    assert answer["action"] == "BAD_REQUEST"
+    assert message in answer["resultMessage"]
+    assert stored(token["tokenId"]) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "action"),
+    [
+        ({}, "BAD_REQUEST"),
+        ({"accessToken": None, "accessTokenHash": "", "tokenId": None}, "BAD_REQUEST"),
+        ({"accessTokenHash": "not-a-hash"}, "BAD_REQUEST"),
+        ({"accessToken": "no-such-token"}, "NOT_FOUND"),
+        ({"accessTokenHash": THUMB}, "NOT_FOUND"),
+        ({"tokenId": "no-such-id"}, "NOT_FOUND"),
+    ],
+)
+async def test_a_request_that_names_no_known_token(
+    world: World, fields: dict[str, Any], action: str
+) -> None:
+    answer = await world.update(**fields, scopes=["read"])
+    assert answer["action"] == action
+    assert answer["resultCode"] in {"TOKEN_REQUEST_INVALID", "TOKEN_NOT_FOUND"}
+
+
+async def test_unknown_fields_are_ignored_and_authlete_style_defaults_change_nothing(
+    world: World, token: dict[str, Any], stored: Any
+) -> None:
+    before = stored(token["tokenId"])
+    # What Authlete's client sends for a request whose caller set only the token.
+    answer = await world.update(
+        accessToken=token["accessToken"],
+        accessTokenExpiresAt=0,
+        refreshTokenExpiresAt=0,
+        scopes=None,
+        properties=None,
+        accessTokenExpiresAtUpdatedOnScopeUpdate=False,
+        refreshTokenExpiresAtUpdatedOnScopeUpdate=False,
+        accessTokenPersistent=False,
+        accessTokenHash=None,
+        accessTokenValueUpdated=False,
+        certificateThumbprint=None,
+        dpopKeyThumbprint=None,
+        authorizationDetails=None,
+        forExternalAttachment=False,
+        tokenId=None,
+        someFutureAuthleteField={"x": 1},
+    )
+    assert answer["action"] == "OK"
+    after = stored(token["tokenId"])
+    assert after is not None and before is not None
+    assert {k: v for k, v in after.items() if k != "updated_at"} == {
+        k: v for k, v in before.items() if k != "updated_at"
+    }
+
+
+async def test_an_unexpected_failure_is_500_and_rolls_the_update_back(
+    world: World, token: dict[str, Any], stored: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = stored(token["tokenId"])
+
+    def explode(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("boom after the row was written and flushed")
+
+    # Fails after the service wrote and flushed the row, before the commit.
+    monkeypatch.setattr(schemas.TokenUpdateOut, "of", explode)
+    response = await world.http.post(
+        "/auth/token/update",
+        json={"accessToken": token["accessToken"], "scopes": [], "accessTokenPersistent": True},
+        auth=world.auth,
+    )
+    body = envelope(response, 500, "INTERNAL_ERROR")
+    assert body["action"] == "INTERNAL_SERVER_ERROR"
+    assert "boom" not in body["resultMessage"]
+    assert stored(token["tokenId"]) == before
+
+
+async def test_token_creation_rejects_bad_input_without_writing(
+    world: World, stored: Any, engine: Any
+) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"clientId": 1}, "BAD_REQUEST"),
+        ({"grantType": None}, "BAD_REQUEST"),
+        ({"subject": None}, "BAD_REQUEST"),
+        ({"dpopKeyThumbprint": "nope"}, "BAD_REQUEST"),
+        ({"properties": [{"key": "", "value": "v"}]}, "BAD_REQUEST"),
+    ]
+    listing_before = ok(await world.http.get("/api/auth/token/get/list", auth=world.auth))
+    for fields, action in cases:
+        body = {
+            "grantType": "PASSWORD",
+            "clientId": world.client_id,
+            "subject": "alice",
+            **fields,
+        }
+        answer = ok(await world.http.post("/api/auth/token/create", json=body, auth=world.auth))
+        assert answer["action"] == action, (fields, answer)
+    listing_after = ok(await world.http.get("/api/auth/token/get/list", auth=world.auth))
+    assert listing_after["totalCount"] == listing_before["totalCount"] == 0
+
+    wrong_enum = await world.http.post(
+        "/api/auth/token/create",
+        json={"grantType": "authorization_code", "clientId": world.client_id},
+        auth=world.auth,
+    )
+    envelope(wrong_enum, 400, "REQUEST_MALFORMED")
+
+
+async def test_a_caller_chosen_value_already_in_use_is_refused(world: World) -> None:
+    first = await world.token(accessToken="my-own-value-1")
+    assert first["accessToken"] == "my-own-value-1"
+    again = ok(
+        await world.http.post(
+            "/api/auth/token/create",
+            json={
+                "grantType": "PASSWORD",
+                "clientId": world.client_id,
+                "subject": "x",
+                "accessToken": "my-own-value-1",
+            },
+            auth=world.auth,
+        )
+    )
+    assert again["action"] == "BAD_REQUEST"
+    assert "already in use" in again["resultMessage"]

@@ -1,0 +1,105 @@
+"""Concurrent updates of one token: every request answers, none is torn, none is lost.
+
+The requests run truly in parallel: the app serves them from its thread pool, each with its
+own database connection, so the row lock (PostgreSQL) or the immediate write transaction
+(SQLite) is what keeps them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from app.tokens.hashing import token_hash
+from tests.api.world import World
+
+pytestmark = pytest.mark.anyio
+
+WRITERS = 24
+
+
+async def test_concurrent_updates_all_answer_and_the_result_is_one_whole_update(
+    world: World, stored: Any
+) -> None:
+    token = await world.token()
+    base = time.time_ns() // 1_000_000 + 3_600_000
+
+    def body(i: int) -> dict[str, Any]:
+        return {
+            "accessToken": token["accessToken"],
+            "accessTokenExpiresAt": base + i,
+            "properties": [{"key": "writer", "value": str(i)}],
+            "authorizationDetails": {"elements": [{"type": f"writer-{i}"}]},
+            "scopes": [["read"], ["write"], ["profile"], ["admin"]][i % 4],
+        }
+
+    responses = await asyncio.gather(
+        *(
+            world.http.post("/auth/token/update", json=body(i), auth=world.auth)
+            for i in range(WRITERS)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * WRITERS
+    answers = [r.json() for r in responses]
+    assert [a["action"] for a in answers] == ["OK"] * WRITERS
+    # Each answer shows the state its own update produced.
+    for i, answer in enumerate(answers):
+        assert answer["accessTokenExpiresAt"] == base + i
+        assert answer["properties"][0]["value"] == str(i)
+        assert answer["authorizationDetails"]["elements"][0]["type"] == f"writer-{i}"
+
+    final = stored(token["tokenId"])
+    assert final is not None
+    winner = int(final["properties"][0]["value"])
+    # Not torn: every field comes from the same request.
+    assert final["access_expires_at"] == base + winner
+    assert final["authorization_details"] == [{"type": f"writer-{winner}"}]
+    assert final["scopes"] == body(winner)["scopes"]
+
+
+async def test_concurrent_regenerations_of_one_value_let_exactly_one_win(
+    world: World, stored: Any
+) -> None:
+    token = await world.token()
+    responses = await asyncio.gather(
+        *(
+            world.http.post(
+                "/auth/token/update",
+                json={"accessToken": token["accessToken"], "accessTokenValueUpdated": True},
+                auth=world.auth,
+            )
+            for _ in range(WRITERS)
+        )
+    )
+    answers = [r.json() for r in responses]
+    assert all(r.status_code == 200 for r in responses)
+    actions = sorted(a["action"] for a in answers)
+    # A lost update would show as several OKs, each handing out a value, all but one dead.
+    assert actions == ["NOT_FOUND"] * (WRITERS - 1) + ["OK"]
+    (winner,) = [a for a in answers if a["action"] == "OK"]
+    final = stored(token["tokenId"])
+    assert final is not None
+    assert final["access_hash"] == token_hash(winner["accessToken"])
+    follow_up = await world.update(accessToken=winner["accessToken"], scopes=["read"])
+    assert follow_up["action"] == "OK"
+
+
+async def test_updates_of_different_tokens_proceed_side_by_side(world: World) -> None:
+    tokens = [await world.token() for _ in range(8)]
+    responses = await asyncio.gather(
+        *(
+            world.http.post(
+                "/auth/token/update",
+                json={"accessToken": t["accessToken"], "accessTokenValueUpdated": True},
+                auth=world.auth,
+            )
+            for t in tokens
+            for _ in range(3)
+        )
+    )
+    answers = [r.json() for r in responses]
+    assert sum(a["action"] == "OK" for a in answers) == len(tokens)
+    assert sum(a["action"] == "NOT_FOUND" for a in answers) == 2 * len(tokens)
