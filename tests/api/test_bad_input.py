@@ -22,8 +22,8 @@ THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 
 @pytest.fixture
-async def token(world: World) -> AsyncIterator[dict[str, Any]]:
-    yield await world.token(scopes=["read"], properties=[{"key": "k", "value": "v"}])
+async def token(world: World) -> dict[str, Any]:
+    return await world.token(scopes=["read"], properties=[{"key": "k", "value": "v"}])
 
 
 def envelope(response: Any, status: int, result_code: str) -> dict[str, Any]:
@@ -99,11 +99,17 @@ async def test_an_oversized_body_is_413_whether_or_not_its_length_is_announced(
     world: World, token: dict[str, Any], stored: Any
 ) -> None:
     before = stored(token["tokenId"])
-    big = b'{"accessToken": "' + token["accessToken"].encode() + b'", "scopes": ["' + (
-        b"x" * 70_000
-    ) + b'"]}'
+    big = (
+        b'{"accessToken": "'
+        + token["accessToken"].encode()
+        + b'", "scopes": ["'
+        + (b"x" * 70_000)
+        + b'"]}'
+    )
     announced = await world.http.post(
-        "/auth/token/update", content=big, headers={"Content-Type": "application/json"},
+        "/auth/token/update",
+        content=big,
+        headers={"Content-Type": "application/json"},
         auth=world.auth,
     )
     envelope(announced, 413, "REQUEST_TOO_LARGE")
@@ -113,7 +119,9 @@ async def test_an_oversized_body_is_413_whether_or_not_its_length_is_announced(
             yield big[start : start + 8192]
 
     streamed = await world.http.post(
-        "/auth/token/update", content=chunks(), headers={"Content-Type": "application/json"},
+        "/auth/token/update",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
         auth=world.auth,
     )
     envelope(streamed, 413, "REQUEST_TOO_LARGE")
@@ -171,7 +179,9 @@ async def test_missing_or_wrong_service_credentials_are_401(
     assert stored(token["tokenId"]) == before
 
 
-async def test_a_wrong_secret_for_a_real_service_is_401(world: World, token: dict[str, Any]) -> None:
+async def test_a_wrong_secret_for_a_real_service_is_401(
+    world: World, token: dict[str, Any]
+) -> None:
     response = await world.http.post(
         "/auth/token/update",
         json={"accessToken": token["accessToken"]},
@@ -271,7 +281,8 @@ async def test_unknown_fields_are_ignored_and_authlete_style_defaults_change_not
     )
     assert answer["action"] == "OK"
     after = stored(token["tokenId"])
-    assert after is not None and before is not None
+    assert after is not None
+    assert before is not None
     assert {k: v for k, v in after.items() if k != "updated_at"} == {
         k: v for k, v in before.items() if k != "updated_at"
     }

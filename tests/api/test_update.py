@@ -14,7 +14,11 @@ from tests.api.world import World, ok
 pytestmark = pytest.mark.anyio
 
 THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"  # RFC 7638 section 3.1
-UPDATE_PATHS = ["/auth/token/update", "/api/auth/token/update", "/api/{serviceId}/auth/token/update"]
+UPDATE_PATHS = [
+    "/auth/token/update",
+    "/api/auth/token/update",
+    "/api/{serviceId}/auth/token/update",
+]
 
 
 def now_ms() -> int:
@@ -101,9 +105,7 @@ async def test_persistence_and_its_end(world: World) -> None:
     unchanged = await world.update(accessToken=token["accessToken"], accessTokenPersistent=False)
     assert unchanged["accessTokenPersistent"] is True
     expires_at = now_ms() + 60_000
-    expiring = await world.update(
-        accessToken=token["accessToken"], accessTokenExpiresAt=expires_at
-    )
+    expiring = await world.update(accessToken=token["accessToken"], accessTokenExpiresAt=expires_at)
     assert (expiring["accessTokenPersistent"], expiring["accessTokenExpiresAt"]) == (
         False,
         expires_at,

@@ -47,9 +47,7 @@ class World:
         return (str(self.api_key), self.api_secret)
 
     @classmethod
-    async def create(
-        cls, http: AsyncClient, *, requestable: list[str] | None = None
-    ) -> World:
+    async def create(cls, http: AsyncClient, *, requestable: list[str] | None = None) -> World:
         service = ok(
             await http.post(
                 "/api/service/create",

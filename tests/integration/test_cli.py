@@ -1,0 +1,144 @@
+"""`tokenstore serve` and `tokenstore migrate`, started as a user starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BACKENDS, fresh_database
+
+TOKENSTORE = str(Path(sys.executable).with_name("tokenstore"))
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSTORE_")}
+    return {**env, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """Runs `tokenstore serve`; yields its URL and a list that holds its output once it
+    has stopped."""
+    port = free_port()
+    process = subprocess.Popen(
+        [TOKENSTORE, "serve", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"serve exited early: {process.stdout.read() if process.stdout else ''}"
+                )
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("serve did not answer /health within 30 s")
+            time.sleep(0.1)
+        yield base, output
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=15)
+        output.append(stdout)
+
+
+def test_serve_starts_with_nothing_configured_and_says_once_where_the_credentials_are(
+    tmp_path: Path,
+) -> None:
+    env = clean_environment()
+    with serving(tmp_path, env) as (base, first_output):
+        secrets_file = tmp_path / "var" / "dev-secrets.json"
+        stored = json.loads(secrets_file.read_text())
+        operator = (stored["adminApiKey"], stored["adminApiSecret"])
+        created = httpx.post(f"{base}/api/service/create", json={"serviceName": "x"}, auth=operator)
+        assert created.status_code == 200
+    (printed,) = first_output
+    assert str(Path("var") / "dev-secrets.json") in printed
+    assert stored["adminApiSecret"] not in printed
+    assert created.json()["apiSecret"] not in printed
+    assert (tmp_path / "var" / "tokenstore.sqlite3").exists()
+
+    with serving(tmp_path, env) as (base, second_output):
+        again = httpx.get(f"{base}/api/service/get/{created.json()['apiKey']}", auth=operator)
+        assert again.status_code == 200  # same secrets, same database
+    assert "generated development secrets" not in second_output[0]
+
+
+def test_production_without_secrets_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [TOKENSTORE, "serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_environment(TOKENSTORE_ENV="production"),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "TOKENSTORE_HASH_SECRET" in result.stderr
+
+
+@pytest.mark.skipif(
+    "postgresql" not in BACKENDS, reason="PostgreSQL left out by TOKENSTORE_TEST_DATABASES"
+)
+def test_migrate_then_serve_on_postgresql(tmp_path: Path) -> None:
+    with fresh_database("postgresql", tmp_path) as url:
+        env = clean_environment(
+            TOKENSTORE_DATABASE_URL=url,
+            TOKENSTORE_ENV="production",
+            TOKENSTORE_ADMIN_API_KEY="operator",
+            TOKENSTORE_ADMIN_API_SECRET="a" * 40,
+            TOKENSTORE_HASH_SECRET="b" * 40,
+        )
+        refused = subprocess.run(
+            [TOKENSTORE, "serve"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 2
+        assert "tokenstore migrate" in refused.stderr
+        migrated = subprocess.run(
+            [TOKENSTORE, "migrate"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        with serving(tmp_path, env) as (base, _output):
+            created = httpx.post(f"{base}/api/service/create", json={}, auth=("operator", "a" * 40))
+            assert created.status_code == 200

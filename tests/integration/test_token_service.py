@@ -1,0 +1,179 @@
+"""The token service and repository on a real database, with an explicit `now`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.clients import service as clients
+from app.clients.service import ClientSpec
+from app.errors import BadRequestAction, TokenNotFound
+from app.services import service as services
+from app.services.service import ScopeSpec, ServiceSpec
+from app.tokens import repository
+from app.tokens import service as tokens
+from app.tokens.hashing import lookup_key, token_hash
+from app.tokens.rules import UpdateRequest, is_alive
+
+NOW = 1_800_000_000_000
+KEY = b"k" * 32
+
+
+def tenant(session: Session) -> tuple[int, int]:
+    row, _secret = services.create(
+        session,
+        spec=ServiceSpec(
+            name="s",
+            description=None,
+            scopes=(
+                ScopeSpec("read", None, (("access_token.duration", "60"),)),
+                ScopeSpec("write", None, (("access_token.duration", "30"),)),
+            ),
+            access_token_duration=3600,
+            refresh_token_duration=7200,
+        ),
+        hash_key=KEY,
+        now=NOW,
+    )
+    client = clients.create(
+        session,
+        service_api_key=row.api_key,
+        spec=ClientSpec(None, None, None, None, None),
+        now=NOW,
+    )
+    return row.api_key, client.client_id
+
+
+def create(session: Session, api_key: int, client_id: int, **changes: Any) -> tokens.CreateResult:
+    command = tokens.CreateCommand(
+        grant_type="AUTHORIZATION_CODE",
+        client_id=client_id,
+        subject="alice",
+        scopes=("read",),
+        access_token_duration=None,
+        refresh_token_duration=None,
+        properties=(),
+        access_token=None,
+        refresh_token=None,
+        access_token_persistent=False,
+        certificate_thumbprint=None,
+        dpop_key_thumbprint=None,
+        authorization_details=None,
+        for_external_attachment=False,
+    )
+    return tokens.create(
+        session,
+        service_api_key=api_key,
+        command=replace(command, **changes),
+        hash_key=KEY,
+        now=NOW,
+    )
+
+
+def update(
+    session: Session, api_key: int, value: str, now: int, **changes: object
+) -> tokens.UpdateResult:
+    return tokens.update(
+        session,
+        service_api_key=api_key,
+        command=tokens.UpdateCommand(value, None, None, UpdateRequest(**changes)),  # type: ignore[arg-type]
+        hash_key=KEY,
+        now=now,
+    )
+
+
+def test_creation_uses_the_service_durations_and_stores_no_value(session: Session) -> None:
+    api_key, client_id = tenant(session)
+    created = create(session, api_key, client_id)
+    assert created.state.access_expires_at == NOW + 3_600_000
+    assert created.state.refresh_expires_at == NOW + 7_200_000
+    row = created.row
+    stored_text = " ".join(str(v) for v in vars(row).values())
+    assert created.access_token not in stored_text
+    assert created.refresh_token is not None
+    assert created.refresh_token not in stored_text
+    assert row.access_key == lookup_key(api_key, token_hash(created.access_token), KEY)
+
+
+def test_scope_durations_count_from_the_given_now(session: Session) -> None:
+    api_key, client_id = tenant(session)
+    created = create(session, api_key, client_id)
+    later = NOW + 1_000
+    result = update(
+        session,
+        api_key,
+        created.access_token,
+        later,
+        scopes=("read", "write"),
+        access_expiry_on_scope_update=True,
+    )
+    assert result.state.access_expires_at == later + 30_000
+
+
+def test_expiry_is_now_at_or_after_expires_at_in_service_and_in_sql(session: Session) -> None:
+    api_key, client_id = tenant(session)
+    created = create(session, api_key, client_id, grant_type="CLIENT_CREDENTIALS", subject=None)
+    expires_at = created.state.access_expires_at
+    # One millisecond before: found, by the service and by the SQL listing.
+    update(session, api_key, created.access_token, expires_at - 1, scopes=())
+    listed = repository.page(
+        session, api_key, client_id=None, subject=None, now=expires_at - 1, offset=0, limit=10
+    )
+    assert [r.token_id for r in listed] == [created.row.token_id]
+    # At the instant itself: expired for both.
+    with pytest.raises(TokenNotFound):
+        update(session, api_key, created.access_token, expires_at, scopes=())
+    assert not repository.page(
+        session, api_key, client_id=None, subject=None, now=expires_at, offset=0, limit=10
+    )
+
+
+@pytest.mark.parametrize(
+    ("access_offset", "refresh_offset", "persistent"),
+    [(-1, -1, False), (0, 5, False), (5, -5, False), (-5, 0, False), (-5, -5, True)],
+)
+def test_the_sql_alive_filter_agrees_with_the_rules(
+    session: Session, access_offset: int, refresh_offset: int, persistent: bool
+) -> None:
+    api_key, client_id = tenant(session)
+    created = create(session, api_key, client_id)
+    row = created.row
+    row.access_expires_at = NOW + access_offset
+    row.refresh_expires_at = NOW + refresh_offset
+    row.persistent = persistent
+    session.flush()
+    in_sql = bool(
+        repository.page(session, api_key, client_id=None, subject=None, now=NOW, offset=0, limit=5)
+    )
+    assert in_sql is is_alive(row.state(), NOW)
+
+
+def test_a_rejected_update_leaves_the_row_as_it_was(session: Session) -> None:
+    api_key, client_id = tenant(session)
+    created = create(session, api_key, client_id)
+    before = created.row.state()
+    with pytest.raises(BadRequestAction):
+        update(
+            session,
+            api_key,
+            created.access_token,
+            NOW,
+            scopes=("write",),
+            dpop_key_thumbprint="bad",
+        )
+    session.expire_all()
+    row = repository.get_for_update(session, api_key, token_id=created.row.token_id)
+    assert row is not None
+    assert row.state() == before
+
+
+def test_another_service_cannot_reach_the_token_by_any_name(session: Session) -> None:
+    owner, client_id = tenant(session)
+    stranger, _ = tenant(session)
+    created = create(session, owner, client_id)
+    with pytest.raises(TokenNotFound):
+        update(session, stranger, created.access_token, NOW, scopes=())
+    assert repository.get_for_update(session, stranger, token_id=created.row.token_id) is None
