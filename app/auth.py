@@ -21,7 +21,7 @@ from app.config import Settings
 from app.db import get_session
 from app.errors import Unauthenticated
 from app.services import repository as services
-from app.tokens.hashing import secret_digest
+from app.tokens.hashing import secret_digest, service_token_key
 
 # Compared against when the API key is unknown, so that path does the same work.
 _UNKNOWN_DIGEST = "0" * 64
@@ -37,7 +37,7 @@ class ServiceCaller:
 def basic_credentials(request: Request) -> tuple[str, str]:
     header = request.headers.get("authorization")
     if not header:
-        raise Unauthenticated("Send credentials with HTTP Basic authentication.")
+        raise Unauthenticated("Send credentials: HTTP Basic, or a Bearer service access token.")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise Unauthenticated("Send credentials with HTTP Basic authentication.")
@@ -73,6 +73,9 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def require_service(request: Request, session: SessionDep) -> ServiceCaller:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return _bearer_service(request, session, credential.strip())
     key, secret = basic_credentials(request)
     api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else None
     row = services.get(session, api_key) if api_key is not None else None
@@ -80,11 +83,26 @@ def require_service(request: Request, session: SessionDep) -> ServiceCaller:
     stored = row.secret_digest if row is not None else _UNKNOWN_DIGEST
     if not hmac.compare_digest(given, stored) or row is None:
         raise Unauthenticated("The service credentials are wrong.")
-    # The v3-style path names its service; Basic credentials of another service do not fit.
+    return _for_path(request, row.api_key)
+
+
+def _bearer_service(request: Request, session: Session, token: str) -> ServiceCaller:
+    """Authlete API v3: a service access token that the operator created."""
+    if not token:
+        raise Unauthenticated("The Bearer credential is empty.")
+    key = service_token_key(token, settings_of(request).hash_key)
+    api_key = services.service_of_access_token(session, key)
+    if api_key is None:
+        raise Unauthenticated("The service access token is unknown or revoked.")
+    return _for_path(request, api_key)
+
+
+def _for_path(request: Request, api_key: int) -> ServiceCaller:
+    # The v3-style path names its service; credentials of another service do not fit.
     path_service = request.path_params.get("serviceId")
-    if path_service is not None and str(path_service) != str(row.api_key):
+    if path_service is not None and str(path_service) != str(api_key):
         raise Unauthenticated(f"These credentials are not those of service {path_service}.")
-    return ServiceCaller(row.api_key)
+    return ServiceCaller(api_key)
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]

@@ -10,9 +10,10 @@ import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app import logs
+from app import jobs, logs
+from app.clock import system_clock
 from app.config import ConfigError, Settings
-from app.db import is_sqlite, make_engine
+from app.db import is_sqlite, make_engine, make_sessionmaker
 from app.migrate import alembic_config, upgrade
 
 log = logging.getLogger("tokenstore")
@@ -39,6 +40,19 @@ def migrate(settings: Settings) -> None:
     finally:
         engine.dispose()
     log.info("database schema is at head")
+
+
+def purge(settings: Settings, *, batch_size: int) -> None:
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        report = jobs.purge_expired(
+            make_sessionmaker(engine), now=system_clock(), batch_size=batch_size
+        )
+    finally:
+        engine.dispose()
+    print(  # noqa: T201 - the command's answer
+        f"removed {report.tokens} expired tokens and {report.proofs} DPoP replay records"
+    )
 
 
 def schema_is_current(settings: Settings) -> bool:
@@ -79,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=8080)
     serve_parser.add_argument("--workers", type=int, default=1)
     commands.add_parser("migrate", help="bring the database schema up to date")
+    purge_parser = commands.add_parser(
+        "purge-expired", help="delete tokens whose access and refresh tokens have expired"
+    )
+    purge_parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
 
     try:
@@ -86,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log_level)
         if args.command == "migrate":
             migrate(settings)
+        elif args.command == "purge-expired":
+            purge(settings, batch_size=args.batch_size or settings.purge_batch_size)
         else:
             serve(settings, host=args.host, port=args.port, workers=args.workers)
     except ConfigError as error:

@@ -28,7 +28,7 @@ log = logging.getLogger("tokenstore.http")
 
 M = TypeVar("M", bound=BaseModel)
 
-WWW_AUTHENTICATE = 'Basic realm="tokenstore", charset="UTF-8"'
+WWW_AUTHENTICATE = 'Basic realm="tokenstore", charset="UTF-8", Bearer realm="tokenstore"'
 JSON_TYPES = ("application/json", "")
 FORM_TYPE = "application/x-www-form-urlencoded"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,13 +10,14 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app import logs
+from app import jobs, logs
 from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.http import BodySizeLimit, document_bodies, install_error_handlers
 from app.services.router import router as services_router
+from app.services.router import self_router as services_self_router
 from app.tokens.router import router as tokens_router
 from app.tokens.router import update_router
 
@@ -35,8 +37,20 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        purge = None
+        if settings.purge_interval_seconds > 0:
+            purge = asyncio.create_task(
+                jobs.purge_periodically(
+                    app.state.sessionmaker,
+                    clock=clock,
+                    interval_seconds=settings.purge_interval_seconds,
+                    batch_size=settings.purge_batch_size,
+                )
+            )
         yield
+        if purge is not None:
+            purge.cancel()
         engine.dispose()
 
     app = FastAPI(
@@ -55,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(service_api(), prefix="/api")
     # Authlete API v3 paths name the service; API.md serves them with the same routes.
     app.include_router(service_api(), prefix="/api/{serviceId:int}")
+    app.include_router(services_self_router, prefix="/api/{serviceId:int}")
     app.include_router(update_router)
 
     @app.get("/health", tags=["operations"])

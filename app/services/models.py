@@ -30,6 +30,22 @@ class ServiceRow(Base):
     )
 
 
+class ServiceAccessTokenRow(Base):
+    """A credential for Authlete API v3 paths (`Authorization: Bearer`), created by the
+    operator. Stored as a keyed digest only, like token values."""
+
+    __tablename__ = "service_access_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    service_api_key: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("services.api_key", ondelete="CASCADE"), index=True
+    )
+    token_key: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class ScopeRow(Base):
     __tablename__ = "scopes"
     __table_args__ = (UniqueConstraint("service_api_key", "name"),)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.services.models import ScopeRow, ServiceRow
+from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
 
 
 def get(session: Session, api_key: int) -> ServiceRow | None:
@@ -66,3 +66,34 @@ def delete_service(session: Session, api_key: int) -> bool:
     """Deletes the service; its scopes, clients and tokens go with it (ON DELETE CASCADE)."""
     result = session.execute(delete(ServiceRow).where(ServiceRow.api_key == api_key))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def insert_access_token(session: Session, row: ServiceAccessTokenRow) -> None:
+    session.add(row)
+    session.flush()
+
+
+def access_tokens(session: Session, api_key: int) -> Sequence[ServiceAccessTokenRow]:
+    statement = (
+        select(ServiceAccessTokenRow)
+        .where(ServiceAccessTokenRow.service_api_key == api_key)
+        .order_by(ServiceAccessTokenRow.created_at, ServiceAccessTokenRow.id)
+    )
+    return session.scalars(statement).all()
+
+
+def delete_access_token(session: Session, api_key: int, token_id: str) -> bool:
+    result = session.execute(
+        delete(ServiceAccessTokenRow).where(
+            ServiceAccessTokenRow.service_api_key == api_key,
+            ServiceAccessTokenRow.token_id == token_id,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def service_of_access_token(session: Session, token_key: str) -> int | None:
+    statement = select(ServiceAccessTokenRow.service_api_key).where(
+        ServiceAccessTokenRow.token_key == token_key
+    )
+    return session.scalar(statement)

@@ -97,3 +97,18 @@ class ServiceListOut(Envelope):
     end: int
     total_count: int
     services: list[ServiceOut]
+
+
+class AccessTokenCreateIn(WireRequest):
+    description: str | None = Field(default=None, max_length=255)
+
+
+class ServiceAccessTokenOut(WireResponse):
+    token_id: str
+    description: str | None = None
+    created_at: int
+    access_token: str | None = None  # the value: in the creation's answer only
+
+
+class ServiceAccessTokenListOut(Envelope):
+    access_tokens: list[ServiceAccessTokenOut]

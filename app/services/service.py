@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidValue, ResourceNotFound
 from app.services import repository
-from app.services.models import ScopeRow, ServiceRow
-from app.tokens.hashing import secret_digest
+from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
+from app.tokens.hashing import secret_digest, service_token_key
 
 # Authlete's defaults for a new service: one day, ten days.
 DEFAULT_ACCESS_TOKEN_DURATION = 86_400
@@ -134,3 +134,34 @@ def check_range(start: int, end: int) -> None:
         raise InvalidValue("Ask for 0 <= start <= end.")
     if end - start > MAX_PAGE:
         raise InvalidValue(f"Ask for at most {MAX_PAGE} entries at a time (end - start).")
+
+
+# --- Service access tokens (API v3 credentials) ---------------------------------------------
+
+
+def create_access_token(
+    session: Session, *, api_key: int, description: str | None, hash_key: bytes, now: int
+) -> tuple[ServiceAccessTokenRow, str]:
+    """A new bearer credential for the service's `/api/{serviceId}/...` paths; its value is
+    shown only this once."""
+    get(session, api_key=api_key)
+    value = secrets.token_urlsafe(32)
+    row = ServiceAccessTokenRow(
+        token_id=secrets.token_urlsafe(12),
+        service_api_key=api_key,
+        token_key=service_token_key(value, hash_key),
+        description=description,
+        created_at=now,
+    )
+    repository.insert_access_token(session, row)
+    return row, value
+
+
+def access_tokens(session: Session, *, api_key: int) -> Sequence[ServiceAccessTokenRow]:
+    get(session, api_key=api_key)
+    return repository.access_tokens(session, api_key)
+
+
+def revoke_access_token(session: Session, *, api_key: int, token_id: str) -> None:
+    if not repository.delete_access_token(session, api_key, token_id):
+        raise ResourceNotFound(f"Service {api_key} has no access token {token_id}.")

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry
+from joserfc.jwk import JWKRegistry, Key
 
 from app.tokens.hashing import b64url
 
@@ -159,58 +159,8 @@ def verify_dpop_proof(
     token's hash and the key's RFC 7638 thumbprint equal to the bound jkt. Replay (the
     jti, section 11.1) is checked by the caller with the returned `jti`.
     """
-    # Step 1: one DPoP header, hence one proof: a list of them is not a proof.
-    if "," in proof or len(proof.split()) != 1:
-        raise MalformedProof("Send exactly one DPoP proof.")
-    # Step 2: a single, well-formed JWT (JWS compact serialization).
-    if not _COMPACT_JWS.fullmatch(proof.strip()):
-        raise MalformedProof("The DPoP proof is not a JWS in compact serialization.")
-    try:
-        extracted = jws.extract_compact(proof.strip().encode("ascii"), registry=_REGISTRY)
-        header: dict[str, Any] = dict(extracted.headers())
-        claims = json.loads(extracted.payload)
-    except (JoseError, ValueError, binascii.Error) as error:
-        raise MalformedProof("The DPoP proof is not a well-formed JWT.") from error
-    if not isinstance(claims, dict):
-        raise MalformedProof("The DPoP proof's payload is not a JSON object.")
-    # Step 3: every required claim (section 4.2), ath included as the proof goes with a token.
-    for claim in ("jti", "htm", "htu", "iat", "ath"):
-        if claim not in claims:
-            raise MissingClaim(f"The DPoP proof has no {claim} claim.")
-    if not isinstance(claims["jti"], str) or not claims["jti"]:
-        raise MissingClaim("The DPoP proof's jti is not a non-empty string.")
-    if not isinstance(claims["iat"], int) or isinstance(claims["iat"], bool):
-        raise MissingClaim("The DPoP proof's iat is not a number of seconds.")
-    # Step 4: typ is dpop+jwt.
-    if header.get("typ") != "dpop+jwt":
-        raise WrongType('The DPoP proof\'s typ is not "dpop+jwt".')
-    # Step 5: an asymmetric algorithm this server supports; never "none" or an HMAC.
-    if header.get("alg") not in DPOP_ALGORITHMS:
-        raise UnacceptableAlgorithm(
-            f"The DPoP proof's alg must be one of {' '.join(DPOP_ALGORITHMS)}."
-        )
-    alg: str = header["alg"]
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise MalformedProof("The DPoP proof has no jwk header.")
-    # Step 7 (checked before using the key): the jwk holds no private key.
-    if _PRIVATE_MEMBERS & set(jwk):
-        raise PrivateKeyInProof("The DPoP proof's jwk contains a private key.")
-    # Step 6: the signature verifies with the public key in the jwk header, a key of the
-    # type (and curve) the alg names.
-    kty, crv = DPOP_ALGORITHMS[alg]
-    if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
-        raise BadSignature(f"The DPoP proof's jwk is not a key for {alg}.")
-    signing_input, _, signature = proof.strip().rpartition(".")
-    try:
-        key = JWKRegistry.import_key(jwk)
-        valid = _REGISTRY.algorithms[alg].verify(
-            signing_input.encode("ascii"), _b64decode(signature), key
-        )
-    except (JoseError, ValueError, TypeError, binascii.Error) as error:
-        raise BadSignature("The DPoP proof's jwk is not a usable public key.") from error
-    if not valid:
-        raise BadSignature("The DPoP proof's signature does not verify with its jwk.")
+    header, claims = _parse(proof.strip())  # steps 1 to 4
+    key = _verify_signature(proof.strip(), header)  # steps 5 to 7
     # Step 8: htm is the method of the request.
     if claims["htm"] != htm:
         raise MethodMismatch("The DPoP proof's htm is not the request's method.")
@@ -229,8 +179,69 @@ def verify_dpop_proof(
     jkt = key.thumbprint()
     if jkt != bound_jkt:
         raise KeyMismatch("The DPoP proof is signed by another key than the token's.")
-    remember_until = (claims["iat"] + policy.max_age_seconds + policy.clock_skew_seconds + 1)
+    remember_until = claims["iat"] + policy.max_age_seconds + policy.clock_skew_seconds + 1
     return VerifiedProof(jkt=jkt, jti=claims["jti"], remember_until=remember_until * 1000)
+
+
+def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RFC 9449 section 4.3 steps 1 to 4: the header and claims of one well-formed proof."""
+    # Step 1: one DPoP header, hence one proof: a list of them is not a proof.
+    if "," in proof or len(proof.split()) != 1:
+        raise MalformedProof("Send exactly one DPoP proof.")
+    # Step 2: a single, well-formed JWT (JWS compact serialization).
+    if not _COMPACT_JWS.fullmatch(proof):
+        raise MalformedProof("The DPoP proof is not a JWS in compact serialization.")
+    try:
+        extracted = jws.extract_compact(proof.encode("ascii"), registry=_REGISTRY)
+        header: dict[str, Any] = dict(extracted.headers())
+        claims = json.loads(extracted.payload)
+    except (JoseError, ValueError, binascii.Error) as error:
+        raise MalformedProof("The DPoP proof is not a well-formed JWT.") from error
+    if not isinstance(claims, dict):
+        raise MalformedProof("The DPoP proof's payload is not a JSON object.")
+    # Step 3: every required claim (section 4.2), ath included as the proof goes with a token.
+    for claim in ("jti", "htm", "htu", "iat", "ath"):
+        if claim not in claims:
+            raise MissingClaim(f"The DPoP proof has no {claim} claim.")
+    if not isinstance(claims["jti"], str) or not claims["jti"]:
+        raise MissingClaim("The DPoP proof's jti is not a non-empty string.")
+    if not isinstance(claims["iat"], int) or isinstance(claims["iat"], bool):
+        raise MissingClaim("The DPoP proof's iat is not a number of seconds.")
+    # Step 4: typ is dpop+jwt.
+    if header.get("typ") != "dpop+jwt":
+        raise WrongType('The DPoP proof\'s typ is not "dpop+jwt".')
+    return header, claims
+
+
+def _verify_signature(proof: str, header: dict[str, Any]) -> Key:
+    """RFC 9449 section 4.3 steps 5 to 7: the proof is signed by the key it carries."""
+    # Step 5: an asymmetric algorithm this server supports; never "none" or an HMAC.
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in DPOP_ALGORITHMS:
+        raise UnacceptableAlgorithm(
+            f"The DPoP proof's alg must be one of {' '.join(DPOP_ALGORITHMS)}."
+        )
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise MalformedProof("The DPoP proof has no jwk header.")
+    # Step 7 (before the key is used): the jwk holds no private key.
+    if _PRIVATE_MEMBERS & set(jwk):
+        raise PrivateKeyInProof("The DPoP proof's jwk contains a private key.")
+    # Step 6: the signature verifies with the jwk, a key of the type (and curve) alg names.
+    kty, crv = DPOP_ALGORITHMS[alg]
+    if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
+        raise BadSignature(f"The DPoP proof's jwk is not a key for {alg}.")
+    signing_input, _, signature = proof.rpartition(".")
+    try:
+        key = JWKRegistry.import_key(jwk)
+        valid = _REGISTRY.algorithms[alg].verify(
+            signing_input.encode("ascii"), _b64decode(signature), key
+        )
+    except (JoseError, ValueError, TypeError, binascii.Error) as error:
+        raise BadSignature("The DPoP proof's jwk is not a usable public key.") from error
+    if not valid:
+        raise BadSignature("The DPoP proof's signature does not verify with its jwk.")
+    return key
 
 
 def _b64decode(text: str) -> bytes:

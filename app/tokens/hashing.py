@@ -47,6 +47,12 @@ def lookup_key(service_api_key: int, hash_: str, secret: bytes) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
+def refresh_lookup_key(service_api_key: int, hash_: str, secret: bytes) -> str:
+    """The lookup key of a refresh token hash: a separate key domain from access tokens, so
+    an access token's value can never be taken for a refresh token's, or the reverse."""
+    return lookup_key(service_api_key, "refresh:" + hash_, secret)
+
+
 def is_sha256_b64url(text: str) -> bool:
     """True for a canonical unpadded base64url SHA-256 digest (43 characters)."""
     return _SHA256_B64URL.fullmatch(text) is not None
@@ -56,3 +62,10 @@ def secret_digest(secret: str, key: bytes) -> str:
     """The stored form of an API secret. Secrets are 256 random bits, so a keyed fast hash
     is enough; a password hash (bcrypt, argon2) protects low-entropy input, not this."""
     return hmac.new(key, b"api-secret:" + secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def service_token_key(value: str, key: bytes) -> str:
+    """The stored form of a service access token (API v3 credentials): a keyed digest in a
+    key domain of its own."""
+    message = b"service-access-token:" + value.encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()

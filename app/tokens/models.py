@@ -24,6 +24,8 @@ class TokenRow(Base):
         Index("ix_tokens_service_created", "service_api_key", "created_at", "id"),
         Index("ix_tokens_service_subject", "service_api_key", "subject", "created_at"),
         Index("ix_tokens_client_created", "client_id", "created_at", "id"),
+        # The purge looks for tokens whose access token has expired first.
+        Index("ix_tokens_access_expires_at", "access_expires_at"),
     )
 
     id: Mapped[int] = mapped_column(RowId, primary_key=True)
@@ -88,6 +90,17 @@ class TokenRow(Base):
         self.certificate_thumbprint = state.certificate_thumbprint
         self.dpop_key_thumbprint = state.dpop_key_thumbprint
         self.for_external_attachment = state.for_external_attachment
+
+
+class DpopProofRow(Base):
+    """The replay cache of DPoP proofs (RFC 9449 section 11.1), shared by every process
+    that shares the database. `key` is SHA-256 over the service, the key thumbprint and
+    the jti; a row is kept until the proof's iat is out of the acceptable window anyway."""
+
+    __tablename__ = "dpop_proofs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 def element_document(element: AuthzElement) -> dict[str, Any]:

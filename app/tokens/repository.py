@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.tokens.models import TokenRow
+from app.tokens.models import DpopProofRow, TokenRow
 
 
 def get_for_update(
@@ -90,3 +92,85 @@ def count(
 ) -> int:
     statement = select(func.count()).where(*_listing(service_api_key, client_id, subject, now))
     return session.scalar(statement) or 0
+
+
+def find(
+    session: Session,
+    service_api_key: int,
+    *,
+    access_keys: Sequence[str] = (),
+    token_id: str | None = None,
+    refresh_keys: Sequence[str] = (),
+) -> TokenRow | None:
+    """A token of the service by any of its names, without a lock (for reads)."""
+    names: list[ColumnElement[bool]] = []
+    if access_keys:
+        names.append(TokenRow.access_key.in_(access_keys))
+    if refresh_keys:
+        names.append(TokenRow.refresh_key.in_(refresh_keys))
+    if token_id is not None:
+        names.append(TokenRow.token_id == token_id)
+    if not names:
+        return None
+    statement = select(TokenRow).where(TokenRow.service_api_key == service_api_key, or_(*names))
+    return session.scalars(statement.limit(1)).first()
+
+
+def delete_row(session: Session, row: TokenRow) -> None:
+    session.delete(row)
+    session.flush()
+
+
+def delete_matching(
+    session: Session, service_api_key: int, *, client_id: int | None, subject: str | None
+) -> int:
+    """Deletes every token of the service for the client and/or the subject."""
+    statement = delete(TokenRow).where(TokenRow.service_api_key == service_api_key)
+    if client_id is not None:
+        statement = statement.where(TokenRow.client_id == client_id)
+    if subject is not None:
+        statement = statement.where(TokenRow.subject == subject)
+    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def delete_dead_batch(session: Session, *, now: int, limit: int) -> int:
+    """Deletes up to `limit` tokens whose access and refresh tokens have both expired.
+
+    Only ids are selected, `limit` at a time; on PostgreSQL rows locked by a live update
+    are skipped (SKIP LOCKED), and the delete checks the condition again, so a token an
+    update revived in between stays."""
+    dead = not_(alive(now))
+    ids = (
+        select(TokenRow.id)
+        .where(dead)
+        .order_by(TokenRow.access_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    chosen = list(session.scalars(ids))
+    if not chosen:
+        return 0
+    result = session.execute(delete(TokenRow).where(TokenRow.id.in_(chosen), dead))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def remember_proof(session: Session, *, key: str, expires_at: int) -> bool:
+    """Records a DPoP proof; False when it was recorded before (a replay). One statement
+    (INSERT ... ON CONFLICT DO NOTHING), so concurrent processes cannot both succeed."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(DpopProofRow)
+        .values(key=key, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def forget_proofs_batch(session: Session, *, now: int, limit: int) -> int:
+    keys = list(
+        session.scalars(select(DpopProofRow.key).where(DpopProofRow.expires_at <= now).limit(limit))
+    )
+    if not keys:
+        return 0
+    result = session.execute(delete(DpopProofRow).where(DpopProofRow.key.in_(keys)))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from app.auth import ServiceDep, SessionDep
 from app.clients.schemas import ClientOut
 from app.errors import MalformedRequest
 from app.http import FORM_TYPE, PageEnd, PageStart, form_fields, json_body, media_type, openapi_body
-from app.tokens import service
+from app.tokens import introspection, service
+from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
 from app.tokens.rules import response_expires_at
 from app.tokens.schemas import (
     AccessTokenOut,
     AuthzDetailsOut,
     GrantType,
+    IntrospectionIn,
+    IntrospectionOut,
+    StandardIntrospectionIn,
+    StandardIntrospectionOut,
     TokenCreateIn,
     TokenCreateOut,
     TokenListOut,
+    TokenRevokeIn,
+    TokenRevokeOut,
     TokenUpdateIn,
     TokenUpdateOut,
     properties_out,
@@ -206,4 +213,136 @@ def list_tokens(
         subject=subject,
         total_count=found.total,
         access_tokens=[_listed(row) for row in found.rows],
+    )
+
+
+@router.delete("/auth/token/delete/{accessTokenIdentifier}", status_code=204)
+def delete_token(
+    request: Request,
+    caller: ServiceDep,
+    session: SessionDep,
+    identifier: Annotated[str, Path(alias="accessTokenIdentifier", max_length=1024)],
+) -> Response:
+    service.delete(
+        session,
+        service_api_key=caller.api_key,
+        identifier=identifier,
+        hash_key=request.app.state.settings.hash_key,
+    )
+    return Response(status_code=204)
+
+
+@router.post(
+    "/auth/token/revoke", response_model=TokenRevokeOut, openapi_extra=openapi_body(TokenRevokeIn)
+)
+def revoke_tokens(
+    request: Request,
+    caller: ServiceDep,
+    session: SessionDep,
+    body: Annotated[TokenRevokeIn, Depends(json_body(TokenRevokeIn))],
+) -> TokenRevokeOut:
+    count = service.revoke(
+        session,
+        service_api_key=caller.api_key,
+        access_identifier=body.access_token_identifier,
+        refresh_identifier=body.refresh_token_identifier,
+        client_identifier=body.client_identifier,
+        subject=body.subject,
+        hash_key=request.app.state.settings.hash_key,
+    )
+    return TokenRevokeOut(
+        result_code="TOKEN_REVOKED", result_message=f"{count} tokens revoked.", count=count
+    )
+
+
+def proof_policy(request: Request) -> ProofPolicy:
+    settings = request.app.state.settings
+    return ProofPolicy(
+        max_age_seconds=settings.dpop_proof_max_age_seconds,
+        clock_skew_seconds=settings.dpop_clock_skew_seconds,
+    )
+
+
+@router.post(
+    "/auth/introspection",
+    response_model=IntrospectionOut,
+    response_model_exclude_none=True,
+    openapi_extra=openapi_body(IntrospectionIn),
+)
+def introspect_token(
+    request: Request,
+    caller: ServiceDep,
+    session: SessionDep,
+    body: Annotated[IntrospectionIn, Depends(json_body(IntrospectionIn))],
+) -> IntrospectionOut:
+    result = introspection.introspect(
+        session,
+        service_api_key=caller.api_key,
+        command=introspection.IntrospectionCommand(
+            token=body.token,
+            scopes=None if body.scopes is None else tuple(body.scopes),
+            subject=body.subject,
+            client_certificate=body.client_certificate,
+            dpop=body.dpop,
+            htm=body.htm,
+            htu=body.htu,
+        ),
+        hash_key=request.app.state.settings.hash_key,
+        now=request.app.state.clock(),
+        proof_policy=proof_policy(request),
+    )
+    out = IntrospectionOut(
+        action=result.action,
+        result_code=result.result_code,
+        result_message=result.message,
+        response_content=result.response_content,
+        existent=result.row is not None,
+        usable=result.usable,
+        sufficient=result.sufficient,
+        refreshable=result.refreshable,
+    )
+    row, state = result.row, result.state
+    if row is None or state is None:
+        return out
+    return out.model_copy(
+        update={
+            "client_id": row.client_id,
+            "client_id_alias": result.client_id_alias,
+            "client_id_alias_used": False,
+            "subject": row.subject,
+            "scopes": list(state.scopes),
+            "expires_at": response_expires_at(state),
+            # Hidden properties are for the authorization server only.
+            "properties": [p for p in properties_out(state) if not p.hidden],
+            "certificate_thumbprint": state.certificate_thumbprint,
+            "authorization_details": AuthzDetailsOut.of(state.authorization_details),
+            "for_external_attachment": state.for_external_attachment,
+            "grant_type": GrantType(row.grant_type) if row.grant_type else None,
+        }
+    )
+
+
+@router.post(
+    "/auth/introspection/standard",
+    response_model=StandardIntrospectionOut,
+    openapi_extra=openapi_body(StandardIntrospectionIn),
+)
+def introspect_token_standard(
+    request: Request,
+    caller: ServiceDep,
+    session: SessionDep,
+    body: Annotated[StandardIntrospectionIn, Depends(json_body(StandardIntrospectionIn))],
+) -> StandardIntrospectionOut:
+    result = introspection.standard_introspect(
+        session,
+        service_api_key=caller.api_key,
+        parameters=body.parameters,
+        hash_key=request.app.state.settings.hash_key,
+        now=request.app.state.clock(),
+    )
+    return StandardIntrospectionOut(
+        action=result.action,
+        result_code=result.result_code,
+        result_message=result.message,
+        response_content=result.response_content,
     )

@@ -293,3 +293,61 @@ class TokenListOut(Envelope):
     subject: str | None = None
     total_count: int
     access_tokens: list[AccessTokenOut]
+
+
+# --- Introspection -------------------------------------------------------------------------
+
+
+class IntrospectionIn(WireRequest):
+    """Authlete's `IntrospectionRequest` (the fields tokenstore uses)."""
+
+    token: str | None = None
+    scopes: list[str] | None = None
+    subject: str | None = None
+    client_certificate: str | None = None
+    dpop: str | None = None
+    htm: str | None = None
+    htu: str | None = None
+
+
+class IntrospectionOut(ActionEnvelope):
+    response_content: str | None = None
+    client_id: int | None = None
+    client_id_alias: str | None = None
+    client_id_alias_used: bool | None = None
+    subject: str | None = None
+    scopes: list[str] | None = None
+    existent: bool
+    usable: bool
+    sufficient: bool
+    refreshable: bool
+    expires_at: int | None = None
+    properties: list[PropertyOut] | None = None
+    certificate_thumbprint: str | None = None
+    authorization_details: AuthzDetailsOut | None = None
+    for_external_attachment: bool | None = None
+    grant_type: GrantType | None = None
+
+
+class StandardIntrospectionIn(WireRequest):
+    """Authlete's `StandardIntrospectionRequest`: RFC 7662 parameters as a form string."""
+
+    parameters: str | None = None
+
+
+class StandardIntrospectionOut(ActionEnvelope):
+    response_content: str
+
+
+# --- Revoke --------------------------------------------------------------------------------
+
+
+class TokenRevokeIn(WireRequest):
+    access_token_identifier: str | None = None
+    refresh_token_identifier: str | None = None
+    client_identifier: str | None = None
+    subject: str | None = None
+
+
+class TokenRevokeOut(Envelope):
+    count: int

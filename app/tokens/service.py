@@ -15,11 +15,24 @@ from sqlalchemy.orm import Session
 
 from app.clients import repository as clients
 from app.clients.models import ClientRow
-from app.errors import BadRequestAction, ClientUnknown, TokenNotFound
+from app.errors import (
+    BadRequestAction,
+    ClientUnknown,
+    MalformedRequest,
+    ResourceNotFound,
+    TokenNotFound,
+)
 from app.services import repository as services
 from app.services.service import check_range
 from app.tokens import repository
-from app.tokens.hashing import VALUE_BYTES, encode_value, lookup_key, token_hash
+from app.tokens.hashing import (
+    VALUE_BYTES,
+    encode_value,
+    is_sha256_b64url,
+    lookup_key,
+    refresh_lookup_key,
+    token_hash,
+)
 from app.tokens.models import TokenRow
 from app.tokens.rules import (
     AuthzElementInput,
@@ -218,7 +231,7 @@ def create(
         access_key=lookup_key(service_api_key, state.access_hash, hash_key),
         refresh_key=None
         if refresh_hash is None
-        else lookup_key(service_api_key, "refresh:" + refresh_hash, hash_key),
+        else refresh_lookup_key(service_api_key, refresh_hash, hash_key),
         refresh_hash=refresh_hash,
         created_at=now,
         updated_at=now,
@@ -279,3 +292,91 @@ def page(
         session, service_api_key, client_id=client_id, subject=subject, now=now
     )
     return TokenPage(rows, total, client)
+
+
+# --- Delete and revoke ---------------------------------------------------------------------
+
+
+def identifier_keys(
+    service_api_key: int, identifier: str, hash_key: bytes, *, refresh: bool = False
+) -> list[str]:
+    """Lookup keys for an identifier that is a value or a hash. A 43-character value can
+    look like a hash, so both readings are tried."""
+    key_of = refresh_lookup_key if refresh else lookup_key
+    keys = [key_of(service_api_key, token_hash(identifier), hash_key)]
+    if is_sha256_b64url(identifier):
+        keys.append(key_of(service_api_key, identifier, hash_key))
+    return keys
+
+
+def find_by_identifier(
+    session: Session, *, service_api_key: int, identifier: str, hash_key: bytes
+) -> TokenRow | None:
+    """By access token value, its hash, or `tokenId`."""
+    return repository.find(
+        session,
+        service_api_key,
+        access_keys=identifier_keys(service_api_key, identifier, hash_key),
+        token_id=identifier,
+    )
+
+
+def delete(session: Session, *, service_api_key: int, identifier: str, hash_key: bytes) -> None:
+    row = find_by_identifier(
+        session, service_api_key=service_api_key, identifier=identifier, hash_key=hash_key
+    )
+    if row is None:
+        raise ResourceNotFound("This service has no such token.")
+    repository.delete_row(session, row)
+    log.info("token deleted token_id=%s", row.token_id)
+
+
+def revoke(
+    session: Session,
+    *,
+    service_api_key: int,
+    access_identifier: str | None,
+    refresh_identifier: str | None,
+    client_identifier: str | None,
+    subject: str | None,
+    hash_key: bytes,
+) -> int:
+    """Revokes (deletes) one token by its access or refresh identifier, or else every token
+    of a client and/or a subject. Answers how many tokens went."""
+    if access_identifier or refresh_identifier:
+        if access_identifier:
+            row = find_by_identifier(
+                session,
+                service_api_key=service_api_key,
+                identifier=access_identifier,
+                hash_key=hash_key,
+            )
+        else:
+            assert refresh_identifier is not None  # noqa: S101 - narrowed by the branch
+            row = repository.find(
+                session, service_api_key,
+                refresh_keys=identifier_keys(
+                    service_api_key, refresh_identifier, hash_key, refresh=True
+                ),
+            )  # fmt: skip
+        if row is None:
+            return 0
+        repository.delete_row(session, row)
+        log.info("token revoked token_id=%s", row.token_id)
+        return 1
+    if not client_identifier and subject is None:
+        raise MalformedRequest(
+            "Name what to revoke: accessTokenIdentifier, refreshTokenIdentifier, or "
+            "clientIdentifier and/or subject."
+        )
+    client_id = None
+    if client_identifier:
+        client = clients.get_by_identifier(session, service_api_key, client_identifier)
+        if client is None:
+            return 0
+        client_id = client.client_id
+    count = repository.delete_matching(
+        session, service_api_key, client_id=client_id, subject=subject
+    )
+    log.info("tokens revoked count=%d client_id=%s", count, client_id)
+    return count

@@ -1,0 +1,295 @@
+"""Introspection for resource servers: Authlete's `/auth/introspection` and RFC 7662.
+
+Outcomes are returned, never raised: a DPoP proof's `jti` recorded on the way is a security
+effect, and it must commit even when a later check answers FORBIDDEN (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy.orm import Session
+
+from app.clients import repository as clients
+from app.tokens import binding, repository
+from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
+from app.tokens.hashing import lookup_key, refresh_lookup_key, token_hash
+from app.tokens.models import TokenRow
+from app.tokens.rules import TokenState, is_expired
+
+log = logging.getLogger("tokenstore.introspection")
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionCommand:
+    token: str | None
+    scopes: tuple[str, ...] | None
+    subject: str | None
+    client_certificate: str | None
+    dpop: str | None
+    htm: str | None
+    htu: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Introspection:
+    action: str  # OK, BAD_REQUEST, UNAUTHORIZED, FORBIDDEN
+    result_code: str
+    message: str
+    response_content: str | None  # the WWW-Authenticate value for the resource server
+    row: TokenRow | None = None
+    state: TokenState | None = None
+    client_id_alias: str | None = None
+    usable: bool = False
+    sufficient: bool = False
+    refreshable: bool = False
+
+
+def challenge(scheme: str, error: str, description: str, *, scope: str | None = None) -> str:
+    """A `WWW-Authenticate` value (RFC 6750 section 3; RFC 9449 section 7.1 for DPoP)."""
+    # RFC 6750 section 3: error_description excludes the double quote and the backslash.
+    text = "".join(ch for ch in description.replace('"', "'") if " " <= ch <= "~" and ch != "\\")
+    parts = [f'error="{error}"', f'error_description="{text}"']
+    if scope is not None:
+        parts.append(f'scope="{scope}"')
+    if scheme == "DPoP":
+        parts.append(f'algs="{" ".join(DPOP_ALGORITHMS)}"')
+    return f"{scheme} " + ",".join(parts)
+
+
+def access_keys(service_api_key: int, value: str, hash_key: bytes) -> list[str]:
+    return [lookup_key(service_api_key, token_hash(value), hash_key)]
+
+
+def introspect(
+    session: Session,
+    *,
+    service_api_key: int,
+    command: IntrospectionCommand,
+    hash_key: bytes,
+    now: int,
+    proof_policy: ProofPolicy,
+) -> Introspection:
+    if not command.token:
+        message = "The request has no token."
+        return Introspection(
+            "BAD_REQUEST", "INTROSPECTION_TOKEN_MISSING", message,
+            challenge("Bearer", "invalid_request", message),
+        )  # fmt: skip
+    row = repository.find(
+        session, service_api_key, access_keys=access_keys(service_api_key, command.token, hash_key)
+    )
+    if row is None:
+        message = "The access token does not exist."
+        return Introspection(
+            "UNAUTHORIZED", "INTROSPECTION_TOKEN_UNKNOWN", message,
+            challenge("Bearer", "invalid_token", message),
+        )  # fmt: skip
+    state = row.state()
+    found = Introspection(
+        "OK", "INTROSPECTION_OK", "The access token is valid.", None, row=row, state=state,
+        refreshable=state.refresh_expires_at is not None
+        and not is_expired(state.refresh_expires_at, now),
+    )  # fmt: skip
+    # Expiry, then proof of possession (before anything else is told), then what the
+    # resource server asks of the token.
+    refusal = (
+        _expired(found, now)
+        or _possession(session, found, command, service_api_key, now, proof_policy)
+        or _authorization(found, command)
+    )
+    if refusal is not None:
+        log.info("introspection refused token_id=%s code=%s", row.token_id, refusal.result_code)
+        return refusal
+    client = clients.get(session, service_api_key, row.client_id)
+    alias = client.client_id_alias if client else None
+    return replace(found, client_id_alias=alias, usable=True, sufficient=True)
+
+
+def _refuse(
+    found: Introspection,
+    action: str,
+    code: str,
+    error: str,
+    message: str,
+    *,
+    scope: str | None = None,
+    usable: bool = False,
+) -> Introspection:
+    assert found.state is not None  # noqa: S101 - only tokens that exist are refused here
+    content = challenge(found.state.token_type, error, message, scope=scope)
+    return replace(
+        found, action=action, result_code=code, message=message, response_content=content,
+        usable=usable,
+    )  # fmt: skip
+
+
+def _expired(found: Introspection, now: int) -> Introspection | None:
+    assert found.state is not None  # noqa: S101
+    if found.state.persistent or not is_expired(found.state.access_expires_at, now):
+        return None
+    return _refuse(
+        found, "UNAUTHORIZED", "INTROSPECTION_TOKEN_EXPIRED", "invalid_token",
+        "The access token has expired.",
+    )  # fmt: skip
+
+
+def _possession(
+    session: Session,
+    found: Introspection,
+    command: IntrospectionCommand,
+    service_api_key: int,
+    now: int,
+    policy: ProofPolicy,
+) -> Introspection | None:
+    """The DPoP proof (RFC 9449) or the client certificate (RFC 8705) the token is bound to."""
+    state = found.state
+    assert state is not None  # noqa: S101
+    assert command.token is not None  # noqa: S101
+    if state.dpop_key_thumbprint:
+        if not command.dpop:
+            return _refuse(
+                found, "UNAUTHORIZED", "INTROSPECTION_DPOP_MISSING", "invalid_token",
+                "This token is DPoP-bound; send the DPoP proof that came with it.",
+            )  # fmt: skip
+        if not command.htm or not command.htu:
+            return _refuse(
+                found, "BAD_REQUEST", "INTROSPECTION_DPOP_CONTEXT_MISSING", "invalid_request",
+                "htm and htu are needed to check a DPoP proof.",
+            )  # fmt: skip
+        try:
+            proof = binding.verify_dpop_proof(
+                command.dpop, htm=command.htm, htu=command.htu, access_token=command.token,
+                bound_jkt=state.dpop_key_thumbprint, now_ms=now, policy=policy,
+            )  # fmt: skip
+            replay_key = hashlib.sha256(
+                f"{service_api_key}:{proof.jkt}:{proof.jti}".encode()
+            ).hexdigest()
+            # RFC 9449 section 11.1: a jti seen before, by any process, is a replay.
+            if not repository.remember_proof(
+                session, key=replay_key, expires_at=proof.remember_until
+            ):
+                raise binding.ReplayedProof("The DPoP proof was used before.")
+        except ProofError as error:
+            code = "INTROSPECTION_DPOP_" + type(error).__name__.upper()
+            return _refuse(found, "UNAUTHORIZED", code, error.error, str(error))
+    if state.certificate_thumbprint:
+        try:
+            binding.check_certificate(
+                command.client_certificate, bound_thumbprint=state.certificate_thumbprint
+            )
+        except ProofError as error:
+            return _refuse(
+                found, "UNAUTHORIZED", "INTROSPECTION_CERTIFICATE_MISMATCH", error.error,
+                str(error),
+            )  # fmt: skip
+    return None
+
+
+def _authorization(found: Introspection, command: IntrospectionCommand) -> Introspection | None:
+    """The scopes and the subject the resource server requires."""
+    assert found.state is not None  # noqa: S101
+    assert found.row is not None  # noqa: S101
+    if command.scopes:
+        missing = [scope for scope in command.scopes if scope not in found.state.scopes]
+        if missing:
+            return _refuse(
+                found, "FORBIDDEN", "INTROSPECTION_SCOPE_INSUFFICIENT", "insufficient_scope",
+                "The access token lacks the scopes " + " ".join(missing) + ".",
+                scope=" ".join(command.scopes), usable=True,
+            )  # fmt: skip
+    if command.subject is not None and command.subject != found.row.subject:
+        return _refuse(
+            found, "FORBIDDEN", "INTROSPECTION_SUBJECT_MISMATCH", "insufficient_scope",
+            "The access token belongs to another subject.", usable=True,
+        )  # fmt: skip
+    return None
+
+
+# --- RFC 7662 ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StandardIntrospection:
+    action: str  # OK or BAD_REQUEST
+    result_code: str
+    message: str
+    response_content: str
+
+
+def _rfc7662_error(message: str) -> StandardIntrospection:
+    content = json.dumps({"error": "invalid_request", "error_description": message})
+    return StandardIntrospection("BAD_REQUEST", "STANDARD_INTROSPECTION_INVALID", message, content)
+
+
+def standard_introspect(
+    session: Session, *, service_api_key: int, parameters: str | None, hash_key: bytes, now: int
+) -> StandardIntrospection:
+    """RFC 7662 section 2: an unknown, expired or foreign token is just `{"active": false}`."""
+    try:
+        fields = parse_qsl(parameters or "", keep_blank_values=True, strict_parsing=False)
+    except ValueError:
+        return _rfc7662_error("The parameters are not application/x-www-form-urlencoded.")
+    tokens = [value for key, value in fields if key == "token"]
+    if len(tokens) != 1 or not tokens[0]:
+        return _rfc7662_error("Send exactly one token parameter (RFC 7662 section 2.1).")
+    token = tokens[0]
+    hint = dict(fields).get("token_type_hint")
+
+    order = ("refresh_token", "access_token") if hint == "refresh_token" else (
+        "access_token", "refresh_token"
+    )  # fmt: skip
+    content: dict[str, Any] = {"active": False}
+    for kind in order:
+        claims = _active_claims(session, service_api_key, token, kind, hash_key, now)
+        if claims is not None:
+            content = claims
+            break
+    return StandardIntrospection(
+        "OK", "STANDARD_INTROSPECTION_OK", "Introspected.", json.dumps(content)
+    )
+
+
+def _active_claims(
+    session: Session, service_api_key: int, token: str, kind: str, hash_key: bytes, now: int
+) -> dict[str, Any] | None:
+    hash_ = token_hash(token)
+    if kind == "access_token":
+        row = repository.find(
+            session, service_api_key, access_keys=[lookup_key(service_api_key, hash_, hash_key)]
+        )
+        if row is None or (not row.persistent and is_expired(row.access_expires_at, now)):
+            return None
+        expires_at = None if row.persistent else row.access_expires_at
+    else:
+        refresh_key = refresh_lookup_key(service_api_key, hash_, hash_key)
+        row = repository.find(session, service_api_key, refresh_keys=[refresh_key])
+        if row is None or row.refresh_expires_at is None or is_expired(row.refresh_expires_at, now):
+            return None
+        expires_at = row.refresh_expires_at
+    claims: dict[str, Any] = {
+        "active": True,
+        "scope": " ".join(row.scopes),
+        "client_id": str(row.client_id),
+        "iat": row.created_at // 1000,
+    }
+    if row.subject is not None:
+        claims["sub"] = row.subject
+    if expires_at is not None:
+        claims["exp"] = expires_at // 1000
+    if kind == "access_token":
+        claims["token_type"] = row.state().token_type
+        # RFC 9449 section 6.2 and RFC 8705 section 3.2: the confirmation of the binding.
+        cnf = {}
+        if row.dpop_key_thumbprint:
+            cnf["jkt"] = row.dpop_key_thumbprint
+        if row.certificate_thumbprint:
+            cnf["x5t#S256"] = row.certificate_thumbprint
+        if cnf:
+            claims["cnf"] = cnf
+    return claims
