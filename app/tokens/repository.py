@@ -162,8 +162,10 @@ def remember_proof(session: Session, *, key: str, expires_at: int) -> bool:
         insert(DpopProofRow)
         .values(key=key, expires_at=expires_at)
         .on_conflict_do_nothing(index_elements=["key"])
+        .returning(DpopProofRow.key)
     )
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    # RETURNING yields the row only when it was inserted (rowcount is not reliable here).
+    return session.execute(statement).first() is not None
 
 
 def forget_proofs_batch(session: Session, *, now: int, limit: int) -> int:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from authlete.api.authlete_api_exception import AuthleteApiException
@@ -19,12 +20,17 @@ from authlete.dto.authz_details import AuthzDetails
 from authlete.dto.authz_details_element import AuthzDetailsElement
 from authlete.dto.client import Client
 from authlete.dto.client_extension import ClientExtension
+from authlete.dto.introspection_action import IntrospectionAction
+from authlete.dto.introspection_request import IntrospectionRequest
 from authlete.dto.pair import Pair
 from authlete.dto.property import Property
 from authlete.dto.scope import Scope
 from authlete.dto.service import Service
+from authlete.dto.standard_introspection_action import StandardIntrospectionAction
+from authlete.dto.standard_introspection_request import StandardIntrospectionRequest
 from authlete.dto.token_create_action import TokenCreateAction
 from authlete.dto.token_create_request import TokenCreateRequest
+from authlete.dto.token_revoke_request import TokenRevokeRequest
 from authlete.dto.token_update_action import TokenUpdateAction
 from authlete.dto.token_update_request import TokenUpdateRequest
 from authlete.types.grant_type import GrantType
@@ -32,6 +38,7 @@ from fastapi import FastAPI
 
 from app.tokens.hashing import token_hash
 from tests.conftest import OPERATOR
+from tests.proofs import ProofMaker, self_signed_certificate
 
 THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
@@ -220,3 +227,118 @@ def test_wrong_credentials_surface_as_the_clients_exception_with_our_message(
         authlete.tokenUpdate(TokenUpdateRequest())
     assert refused.value.response.status_code == 401
     assert refused.value.message == "The service credentials are wrong."
+
+
+def service_with_client(base_url: str) -> tuple[Service, AuthleteApiImpl, int]:
+    operator = api(base_url, serviceOwnerApiKey=OPERATOR[0], serviceOwnerApiSecret=OPERATOR[1])
+    service = Service()
+    service.serviceName = "resource server checks"
+    service.supportedScopes = [scope("read"), scope("write")]
+    created = operator.createService(service)
+    authlete = api(base_url, serviceApiKey=str(created.apiKey), serviceApiSecret=created.apiSecret)
+    client = authlete.createClient(Client())
+    return created, authlete, client.clientId
+
+
+def new_token(authlete: AuthleteApiImpl, client_id: int, **fields: Any) -> Any:
+    create = TokenCreateRequest()
+    create.grantType = GrantType.AUTHORIZATION_CODE
+    create.clientId = client_id
+    create.subject = "alice"
+    create.scopes = ["read"]
+    for name, value in fields.items():
+        setattr(create, name, value)
+    token = authlete.tokenCreate(create)
+    assert token.action is TokenCreateAction.OK
+    return token
+
+
+def test_introspection_revocation_and_deletion_through_authletes_client(base_url: str) -> None:
+    _service, authlete, client_id = service_with_client(base_url)
+    maker = ProofMaker("RSA")
+    pem, thumbprint = self_signed_certificate()
+    token = new_token(authlete, client_id, dpopKeyThumbprint=maker.jkt(),
+                      certificateThumbprint=thumbprint)  # fmt: skip
+
+    request = IntrospectionRequest()
+    request.token = token.accessToken
+    request.scopes = ["read"]
+    request.subject = "alice"
+    request.htm, request.htu = "GET", "https://rs.example.com/x"
+    request.dpop = maker.proof(token=token.accessToken, htu="https://rs.example.com/x")
+    request.clientCertificate = pem
+    answer = authlete.introspection(request)
+    assert answer.action is IntrospectionAction.OK
+    assert (answer.subject, answer.scopes, answer.usable) == ("alice", ["read"], True)
+    assert answer.certificateThumbprint == thumbprint
+    replayed = authlete.introspection(request)
+    assert replayed.action is IntrospectionAction.UNAUTHORIZED
+    assert replayed.responseContent.startswith('DPoP error="invalid_dpop_proof"')
+
+    standard = StandardIntrospectionRequest()
+    standard.parameters = f"token={token.accessToken}"
+    standard_answer = authlete.standardIntrospection(standard)
+    assert standard_answer.action is StandardIntrospectionAction.OK
+    assert '"active": true' in standard_answer.responseContent
+
+    second = new_token(authlete, client_id)
+    revoke = TokenRevokeRequest()
+    revoke.accessTokenIdentifier = second.accessToken
+    assert authlete.tokenRevoke(revoke).count == 1
+    authlete.tokenDelete(token.tokenId)
+    standard_answer = authlete.standardIntrospection(standard)
+    assert standard_answer.responseContent == '{"active": false}'
+    with pytest.raises(AuthleteApiException) as missing:
+        authlete.tokenDelete(token.tokenId)
+    assert missing.value.response.status_code == 404
+
+
+def test_api_v3_paths_with_a_service_access_token(base_url: str) -> None:
+    service, basic, client_id = service_with_client(base_url)
+
+    issued = httpx.post(
+        f"{base_url}/api/service/{service.apiKey}/access_token/create",
+        json={"description": "v3 client"}, auth=OPERATOR,
+    ).json()  # fmt: skip
+    configuration = AuthleteConfiguration()
+    configuration.baseUrl = base_url
+    configuration.apiVersion = "V3"
+    configuration.serviceApiKey = str(service.apiKey)
+    configuration.serviceAccessToken = issued["accessToken"]
+    v3 = AuthleteApiImpl(configuration)
+
+    token = new_token(v3, client_id)
+    update = TokenUpdateRequest()
+    update.accessToken = token.accessToken
+    update.scopes = ["write"]
+    assert v3.tokenUpdate(update).scopes == ["write"]
+    request = IntrospectionRequest()
+    request.token = token.accessToken
+    assert v3.introspection(request).action is IntrospectionAction.OK
+    assert v3.getService(service.apiKey).serviceName == "resource server checks"
+    assert v3.getTokenList().totalCount == 1
+    revoke = TokenRevokeRequest()
+    revoke.subject = "alice"
+    assert v3.tokenRevoke(revoke).count == 1
+
+    # The token opens only its own service's paths...
+    other, _, _ = service_with_client(base_url)
+    configuration.serviceApiKey = str(other.apiKey)
+    with pytest.raises(AuthleteApiException) as foreign:
+        AuthleteApiImpl(configuration).getTokenList()
+    assert foreign.value.response.status_code == 401
+    # ...and nothing at all once the operator revokes it.
+    listed = httpx.get(
+        f"{base_url}/api/service/{service.apiKey}/access_token/get/list", auth=OPERATOR
+    ).json()
+    assert [t["tokenId"] for t in listed["accessTokens"]] == [issued["tokenId"]]
+    assert "accessToken" not in listed["accessTokens"][0]
+    revoked = httpx.delete(
+        f"{base_url}/api/service/{service.apiKey}/access_token/delete/{issued['tokenId']}",
+        auth=OPERATOR,
+    )
+    assert revoked.status_code == 204
+    with pytest.raises(AuthleteApiException) as refused:
+        v3.getTokenList()
+    assert refused.value.response.status_code == 401
+    assert basic.getTokenList().totalCount == 0  # Basic credentials still work

@@ -3,10 +3,12 @@ then every check broken one at a time, with proofs made by `cryptography`, not j
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 import pytest
+from joserfc import jws
 from joserfc.jwk import JWKRegistry
 
 from app.tokens import binding
@@ -18,7 +20,7 @@ HTU = "https://rs.example.com/resource"
 POLICY = ProofPolicy(max_age_seconds=60, clock_skew_seconds=5)
 
 # RFC 7638 section 3.1: the example RSA key and its thumbprint.
-RFC7638_KEY = {
+RFC7638_KEY: dict[str, Any] = {
     "kty": "RSA",
     "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJ"
     "ECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2Q"
@@ -62,15 +64,11 @@ def test_the_rfc9449_example_proof_passes_every_check_up_to_the_token_binding() 
 
 
 def test_the_rfc9449_example_key_has_the_rfcs_jkt() -> None:
-    from joserfc import jws
-
     header = jws.extract_compact(RFC9449_PROOF.encode()).headers()
     assert JWKRegistry.import_key(header["jwk"]).thumbprint() == RFC9449_JKT
 
 
 def test_the_rfc9449_example_signature_verifies() -> None:
-    from joserfc import jws
-
     header = jws.extract_compact(RFC9449_PROOF.encode()).headers()
     key = JWKRegistry.import_key(header["jwk"])
     assert jws.deserialize_compact(RFC9449_PROOF, key, algorithms=["ES256"]).payload
@@ -101,35 +99,36 @@ def broken(maker: ProofMaker) -> list[tuple[str, Any, type[binding.ProofError]]]
     now = int(time.time())
     good = maker.proof(token=TOKEN)
     head, body, sig = good.split(".")
+    bad = binding  # the error classes, short for the table below
+    hex_ath = hashlib.sha256(TOKEN.encode()).hexdigest()
     return [
-        ("1: two proofs", good + "," + good, binding.MalformedProof),
-        ("2: not a JWS", "not.a-jwt", binding.MalformedProof),
-        ("2: header not JSON", "bm90LWpzb24." + body + "." + sig, binding.MalformedProof),
-        ("3: no jti", {"drop": ("jti",)}, binding.MissingClaim),
-        ("3: no htm", {"drop": ("htm",)}, binding.MissingClaim),
-        ("3: no htu", {"drop": ("htu",)}, binding.MissingClaim),
-        ("3: no iat", {"drop": ("iat",)}, binding.MissingClaim),
-        ("3: no ath", {"drop": ("ath",)}, binding.MissingClaim),
-        ("3: iat as a string", {"claims": {"iat": str(now)}}, binding.MissingClaim),
-        ("4: typ JWT", {"header": {"typ": "JWT"}}, binding.WrongType),
-        ("4: no typ", {"drop": ("typ",)}, binding.WrongType),
-        ("5: alg none", {"header": {"alg": "none"}, "signature": b""}, binding.UnacceptableAlgorithm),
-        ("5: alg HS256", {"header": {"alg": "HS256"}}, binding.UnacceptableAlgorithm),
-        ("6: signed by another key", {"header": {"jwk": other.public_jwk()}}, binding.BadSignature),
-        ("6: signature altered", head + "." + body + "." + sig[::-1], binding.BadSignature),
-        ("6: alg of another family", {"header": {"alg": "RS256"}}, binding.BadSignature),
-        ("6: no jwk", {"drop": ("jwk",)}, binding.MalformedProof),
-        ("7: private key in jwk", {"header": {"jwk": maker.private_jwk()}}, binding.PrivateKeyInProof),
-        ("8: htm POST for GET", {"htm": "POST"}, binding.MethodMismatch),
-        ("8: htm lower case", {"htm": "get"}, binding.MethodMismatch),
-        ("9: another path", {"htu": "https://rs.example.com/other"}, binding.UriMismatch),
-        ("9: another host", {"htu": "https://evil.example.com/resource"}, binding.UriMismatch),
-        ("9: http for https", {"htu": "http://rs.example.com/resource"}, binding.UriMismatch),
-        ("11: iat too old", {"claims": {"iat": now - 61}}, binding.StaleProof),
-        ("11: iat in the future", {"claims": {"iat": now + 60}}, binding.StaleProof),
-        ("12: ath of another token", {"claims": {"ath": "x" * 43}}, binding.AccessTokenHashMismatch),
-        ("12: ath as hex", {"claims": {"ath": __import__("hashlib").sha256(TOKEN.encode()).hexdigest()}},
-         binding.AccessTokenHashMismatch),
+        ("1: two proofs", good + "," + good, bad.MalformedProof),
+        ("2: not a JWS", "not.a-jwt", bad.MalformedProof),
+        ("2: header not JSON", "bm90LWpzb24." + body + "." + sig, bad.MalformedProof),
+        ("3: no jti", {"drop": ("jti",)}, bad.MissingClaim),
+        ("3: no htm", {"drop": ("htm",)}, bad.MissingClaim),
+        ("3: no htu", {"drop": ("htu",)}, bad.MissingClaim),
+        ("3: no iat", {"drop": ("iat",)}, bad.MissingClaim),
+        ("3: no ath", {"drop": ("ath",)}, bad.MissingClaim),
+        ("3: iat as a string", {"claims": {"iat": str(now)}}, bad.MissingClaim),
+        ("4: typ JWT", {"header": {"typ": "JWT"}}, bad.WrongType),
+        ("4: no typ", {"drop": ("typ",)}, bad.WrongType),
+        ("5: alg none", {"header": {"alg": "none"}, "signature": b""}, bad.UnacceptableAlgorithm),
+        ("5: alg HS256", {"header": {"alg": "HS256"}}, bad.UnacceptableAlgorithm),
+        ("6: signed by another key", {"header": {"jwk": other.public_jwk()}}, bad.BadSignature),
+        ("6: signature altered", head + "." + body + "." + sig[::-1], bad.BadSignature),
+        ("6: alg of another family", {"header": {"alg": "RS256"}}, bad.BadSignature),
+        ("6: no jwk", {"drop": ("jwk",)}, bad.MalformedProof),
+        ("7: private key in jwk", {"header": {"jwk": maker.private_jwk()}}, bad.PrivateKeyInProof),
+        ("8: htm POST for GET", {"htm": "POST"}, bad.MethodMismatch),
+        ("8: htm lower case", {"htm": "get"}, bad.MethodMismatch),
+        ("9: another path", {"htu": "https://rs.example.com/other"}, bad.UriMismatch),
+        ("9: another host", {"htu": "https://evil.example.com/resource"}, bad.UriMismatch),
+        ("9: http for https", {"htu": "http://rs.example.com/resource"}, bad.UriMismatch),
+        ("11: iat too old", {"claims": {"iat": now - 61}}, bad.StaleProof),
+        ("11: iat in the future", {"claims": {"iat": now + 60}}, bad.StaleProof),
+        ("12: ath of another token", {"claims": {"ath": "x" * 43}}, bad.AccessTokenHashMismatch),
+        ("12: ath as hex", {"claims": {"ath": hex_ath}}, bad.AccessTokenHashMismatch),
     ]  # fmt: skip
 
 
@@ -165,7 +164,13 @@ def test_a_proof_by_another_key_than_the_bound_one_is_a_key_mismatch() -> None:
         "https://rs.example.com:443/resource",
         "https://rs.example.com/%72esource",
     ],
-    ids=["query ignored", "fragment ignored", "case of scheme and host", "default port", "encoding"],
+    ids=[
+        "query ignored",
+        "fragment ignored",
+        "case of scheme and host",
+        "default port",
+        "encoding",
+    ],
 )
 def test_htu_matches_after_rfc3986_normalization(htu: str) -> None:
     verify_dpop_proof(
