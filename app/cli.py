@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
@@ -92,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8080)
     serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.add_argument(
+        "--purge-interval",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="purge expired tokens every SECONDS inside the server (default: never, or "
+        "TOKENSTORE_PURGE_INTERVAL_SECONDS)",
+    )
     commands.add_parser("migrate", help="bring the database schema up to date")
     purge_parser = commands.add_parser(
         "purge-expired", help="delete tokens whose access and refresh tokens have expired"
@@ -99,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     purge_parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
 
+    if getattr(args, "purge_interval", None) is not None:
+        # Workers build their settings from the environment: hand the flag on through it.
+        os.environ["TOKENSTORE_PURGE_INTERVAL_SECONDS"] = str(args.purge_interval)
     try:
         settings = _settings()
         logs.configure(settings.log_level)

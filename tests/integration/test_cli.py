@@ -6,11 +6,12 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,12 +35,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(cwd: Path, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+def serving(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[tuple[str, list[str]]]:
     """Runs `tokenstore serve`; yields its URL and a list that holds its output once it
     has stopped."""
     port = free_port()
     process = subprocess.Popen(
-        [TOKENSTORE, "serve", "--port", str(port)],
+        [TOKENSTORE, "serve", "--port", str(port), *extra],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -142,3 +143,36 @@ def test_migrate_then_serve_on_postgresql(tmp_path: Path) -> None:
         with serving(tmp_path, env) as (base, _output):
             created = httpx.post(f"{base}/api/service/create", json={}, auth=("operator", "a" * 40))
             assert created.status_code == 200
+
+
+def test_serve_purges_expired_tokens_periodically_when_asked(tmp_path: Path) -> None:
+    env = clean_environment(
+        TOKENSTORE_ADMIN_API_KEY="op", TOKENSTORE_ADMIN_API_SECRET="s" * 40,
+        TOKENSTORE_HASH_SECRET="h" * 40,
+    )  # fmt: skip
+    database = tmp_path / "var" / "tokenstore.sqlite3"
+    with serving(tmp_path, env, "--purge-interval", "1") as (base, _output):
+        service = httpx.post(f"{base}/api/service/create", json={}, auth=("op", "s" * 40)).json()
+        auth = (str(service["apiKey"]), service["apiSecret"])
+        client = httpx.post(f"{base}/api/client/create", json={}, auth=auth).json()
+        token = httpx.post(
+            f"{base}/api/auth/token/create",
+            json={"grantType": "CLIENT_CREDENTIALS", "clientId": client["clientId"]},
+            auth=auth,
+        ).json()
+        httpx.post(
+            f"{base}/auth/token/update",
+            json={"accessToken": token["accessToken"], "accessTokenExpiresAt": 1},
+            auth=auth,
+        )
+
+        def stored_tokens() -> int:
+            with closing(sqlite3.connect(database)) as connection:
+                count: int = connection.execute("SELECT count(*) FROM tokens").fetchone()[0]
+            return count
+
+        assert stored_tokens() == 1
+        deadline = time.monotonic() + 15
+        while stored_tokens() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stored_tokens() == 0
