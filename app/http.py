@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +23,7 @@ from app.errors import (
     ServiceUnavailable,
     Unauthenticated,
 )
+from app.wire import MAX_ID, unstorable
 
 log = logging.getLogger("tokenstore.http")
 
@@ -34,7 +35,6 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 # Numeric identifiers and page bounds: out of range is a malformed call (400), never a
 # 64-bit overflow in the database.
-MAX_ID = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 PageStart = Annotated[int, Query(ge=0, le=2**31)]
 PageEnd = Annotated[int, Query(ge=0, le=2**31)]
@@ -144,6 +144,29 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
+class StorableText:
+    """Refuses a path or query holding NUL, a lone surrogate or invalid UTF-8 (after
+    percent-decoding) with 400, before it can reach the database as a lookup value."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                texts = [scope["path"], unquote(scope["query_string"].decode("ascii"),
+                                                errors="strict")]  # fmt: skip
+            except (UnicodeDecodeError, ValueError):
+                texts = ["\x00"]
+            if any(unstorable(text) for text in texts):
+                response = render(
+                    MalformedRequest("The path or query holds characters no identifier has.")
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def too_large(limit: int) -> JSONResponse:
     return render(PayloadTooLarge(f"The request body is over {limit} bytes."))
 
@@ -184,6 +207,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("database unavailable: %s", type(error).__name__)
         return render(ServiceUnavailable("The database is unavailable; retry later."))
 
+    async def on_unfit_value(_request: Request, error: Exception) -> JSONResponse:
+        # A value the edge let through but the database refuses (out of range, too long):
+        # the caller's input, not a fault of the service. Rolled back like any error.
+        log.warning("value refused by the database: %s", type(error).__name__)
+        return render(MalformedRequest("A value is out of range or too long to store."))
+
     async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
         log.error("unexpected failure: %s", type(error).__name__, exc_info=error)
         return render(InternalError("An unexpected error occurred; nothing was changed."))
@@ -192,6 +221,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_database)
+    app.add_exception_handler(DataError, on_unfit_value)
     app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
     app.add_exception_handler(Exception, on_unexpected)
 

@@ -15,7 +15,7 @@ from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
-from app.http import BodySizeLimit, document_bodies, install_error_handlers
+from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
 from app.tokens.router import router as tokens_router
@@ -84,6 +84,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(StorableText)
     app.add_middleware(logs.AccessLog)
     return app
 

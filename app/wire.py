@@ -7,8 +7,35 @@ fields tokenstore does not use.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+# Integers travel as 64-bit numbers at the most; lists are bounded so that one request
+# cannot ask for more bind parameters than a database accepts.
+MAX_ID = 2**63 - 1
+WireInt = Annotated[int, Field(ge=-(2**63), le=MAX_ID)]
+WireId = Annotated[int, Field(ge=0, le=MAX_ID)]
+MAX_ITEMS = 1000
+
+
+def unstorable(text: str) -> bool:
+    """NUL and lone surrogates: PostgreSQL cannot store them, and no client means them."""
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _check_text(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        if unstorable(value):
+            raise ValueError(f"{where or 'a value'} holds a NUL character or a lone surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_text(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
 
 
 class WireRequest(BaseModel):
@@ -20,6 +47,12 @@ class WireRequest(BaseModel):
         strict=True,
         frozen=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        _check_text(data, "")
+        return data
 
 
 class WireResponse(BaseModel):

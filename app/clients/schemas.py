@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from app.clients.models import ClientRow
 from app.clients.service import ClientSpec
-from app.wire import Envelope, WireRequest, WireResponse
+from app.wire import MAX_ITEMS, Envelope, WireRequest, WireResponse
 
 
 class ClientExtensionIn(WireRequest):
     requestable_scopes_enabled: bool | None = None
-    requestable_scopes: list[str] | None = None
+    requestable_scopes: Annotated[list[str], Field(max_length=MAX_ITEMS)] | None = None
 
 
 class ClientIn(WireRequest):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from app.services.models import ServiceRow
 from app.services.service import ScopeSpec, ServiceSpec
-from app.wire import Envelope, WireRequest, WireResponse
+from app.wire import MAX_ITEMS, Envelope, WireInt, WireRequest, WireResponse
 
 
 class PairIn(WireRequest):
@@ -17,7 +19,7 @@ class PairIn(WireRequest):
 class ScopeIn(WireRequest):
     name: str = Field(max_length=255)
     description: str | None = None
-    attributes: list[PairIn] | None = None
+    attributes: Annotated[list[PairIn], Field(max_length=MAX_ITEMS)] | None = None
 
 
 class ServiceIn(WireRequest):
@@ -25,9 +27,9 @@ class ServiceIn(WireRequest):
 
     service_name: str | None = Field(default=None, max_length=255)
     description: str | None = None
-    supported_scopes: list[ScopeIn] | None = None
-    access_token_duration: int | None = None
-    refresh_token_duration: int | None = None
+    supported_scopes: Annotated[list[ScopeIn], Field(max_length=MAX_ITEMS)] | None = None
+    access_token_duration: WireInt | None = None
+    refresh_token_duration: WireInt | None = None
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(

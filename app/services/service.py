@@ -12,6 +12,7 @@ from app.errors import InvalidValue, ResourceNotFound
 from app.services import repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
 from app.tokens.hashing import secret_digest, service_token_key
+from app.tokens.rules import MAX_DURATION_SECONDS
 
 # Authlete's defaults for a new service: one day, ten days.
 DEFAULT_ACCESS_TOKEN_DURATION = 86_400
@@ -61,6 +62,8 @@ def _scope_rows(scopes: Sequence[ScopeSpec]) -> list[ScopeRow]:
 
 def _positive_or(value: int | None, default: int) -> int:
     # Authlete's clients send 0 for "not set"; 0 or less keeps the default.
+    if value is not None and value > MAX_DURATION_SECONDS:
+        raise InvalidValue(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
     return value if value is not None and value > 0 else default
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from app.errors import MalformedRequest
 from app.tokens.models import element_document
@@ -15,7 +17,17 @@ from app.tokens.rules import (
     UpdateRequest,
     response_expires_at,
 )
-from app.wire import ActionEnvelope, Envelope, WireRequest, WireResponse
+from app.wire import (
+    MAX_ITEMS,
+    ActionEnvelope,
+    Envelope,
+    WireId,
+    WireInt,
+    WireRequest,
+    WireResponse,
+)
+
+Strings = Annotated[list[str], Field(max_length=MAX_ITEMS)]
 
 
 class GrantType(StrEnum):
@@ -44,11 +56,11 @@ class PropertyIO(WireRequest):
 
 class AuthzElementIO(WireRequest):
     type: str | None = None
-    locations: list[str] | None = None
-    actions: list[str] | None = None
-    data_types: list[str] | None = None
+    locations: Strings | None = None
+    actions: Strings | None = None
+    data_types: Strings | None = None
     identifier: str | None = None
-    privileges: list[str] | None = None
+    privileges: Strings | None = None
     other_fields: str | None = None
 
     def input(self) -> AuthzElementInput:
@@ -69,7 +81,7 @@ class AuthzElementIO(WireRequest):
 class AuthzDetailsIO(WireRequest):
     """Authlete's wire form of RFC 9396 `authorization_details`: `{"elements": [...]}`."""
 
-    elements: list[AuthzElementIO] | None = None
+    elements: Annotated[list[AuthzElementIO], Field(max_length=MAX_ITEMS)] | None = None
 
     def inputs(self) -> tuple[AuthzElementInput, ...]:
         return tuple(element.input() for element in self.elements or ())
@@ -84,13 +96,13 @@ class TokenUpdateIn(WireRequest):
     access_token: str | None = None
     access_token_hash: str | None = None
     token_id: str | None = None
-    access_token_expires_at: int | None = None
-    refresh_token_expires_at: int | None = None
+    access_token_expires_at: WireInt | None = None
+    refresh_token_expires_at: WireInt | None = None
     access_token_persistent: bool | None = None
-    scopes: list[str] | None = None
+    scopes: Strings | None = None
     access_token_expires_at_updated_on_scope_update: bool | None = None
     refresh_token_expires_at_updated_on_scope_update: bool | None = None
-    properties: list[PropertyIO] | None = None
+    properties: Annotated[list[PropertyIO], Field(max_length=MAX_ITEMS)] | None = None
     authorization_details: AuthzDetailsIO | None = None
     certificate_thumbprint: str | None = None
     dpop_key_thumbprint: str | None = None
@@ -224,12 +236,12 @@ class TokenCreateIn(WireRequest):
     """Authlete's `TokenCreateRequest`."""
 
     grant_type: GrantType | None = None
-    client_id: int | None = None
-    subject: str | None = None
-    scopes: list[str] | None = None
-    access_token_duration: int | None = None
-    refresh_token_duration: int | None = None
-    properties: list[PropertyIO] | None = None
+    client_id: WireId | None = None
+    subject: Annotated[str, Field(max_length=255)] | None = None
+    scopes: Strings | None = None
+    access_token_duration: WireInt | None = None
+    refresh_token_duration: WireInt | None = None
+    properties: Annotated[list[PropertyIO], Field(max_length=MAX_ITEMS)] | None = None
     access_token: str | None = None
     refresh_token: str | None = None
     access_token_persistent: bool | None = None
@@ -302,7 +314,7 @@ class IntrospectionIn(WireRequest):
     """Authlete's `IntrospectionRequest` (the fields tokenstore uses)."""
 
     token: str | None = None
-    scopes: list[str] | None = None
+    scopes: Strings | None = None
     subject: str | None = None
     client_certificate: str | None = None
     dpop: str | None = None

@@ -35,6 +35,7 @@ from app.tokens.hashing import (
 )
 from app.tokens.models import TokenRow
 from app.tokens.rules import (
+    MAX_DURATION_SECONDS,
     AuthzElementInput,
     Lookup,
     PropertyInput,
@@ -247,6 +248,8 @@ def create(
 
 
 def _positive_or(value: int | None, default: int) -> int:
+    if value is not None and value > MAX_DURATION_SECONDS:
+        raise BadRequestAction(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
     return value if value is not None and value > 0 else default
 
 

@@ -6,6 +6,7 @@ that the stored token row is exactly as it was.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.conftest import OPERATOR
 pytestmark = pytest.mark.anyio
 
 THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -357,3 +359,88 @@ async def test_a_caller_chosen_value_already_in_use_is_refused(world: World) -> 
     )
     assert again["action"] == "BAD_REQUEST"
     assert "already in use" in again["resultMessage"]
+
+
+# --- Values the database could not store: refused at the edge, never a 500 -----------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "code"),
+    [
+        ({"subject": "x" * 256}, 400, "REQUEST_MALFORMED"),
+        ({"subject": "a\u0000b"}, 400, "REQUEST_MALFORMED"),
+        ({"subject": "\ud800"}, 400, "REQUEST_MALFORMED"),
+        ({"properties": [{"key": "k", "value": "\u0000"}]}, 400, "REQUEST_MALFORMED"),
+        ({"clientId": 2**70}, 400, "REQUEST_MALFORMED"),
+        ({"clientId": -1}, 400, "REQUEST_MALFORMED"),
+        ({"accessTokenDuration": 2**64}, 400, "REQUEST_MALFORMED"),
+        ({"scopes": [f"s{i}" for i in range(1001)]}, 400, "REQUEST_MALFORMED"),
+        ({"accessTokenDuration": 10**17}, 200, "TOKEN_REQUEST_INVALID"),
+    ],
+    ids=[
+        "subject too long",
+        "NUL in subject",
+        "lone surrogate",
+        "NUL in a property",
+        "client id beyond 64 bits",
+        "negative client id",
+        "duration beyond 64 bits",
+        "too many scopes",
+        "duration overflowing milliseconds",
+    ],
+)
+async def test_unstorable_values_in_a_creation_are_refused(
+    world: World, fields: dict[str, Any], status: int, code: str
+) -> None:
+    body = {"grantType": "PASSWORD", "clientId": world.client_id, "subject": "s", **fields}
+    # As a client would send them: JSON escapes (\u0000, \ud800) in an ASCII body.
+    response = await world.http.post(
+        "/api/auth/token/create", content=json.dumps(body), headers=JSON, auth=world.auth
+    )
+    envelope(response, status, code)
+    listing = ok(await world.http.get("/api/auth/token/get/list", auth=world.auth))
+    assert listing["totalCount"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/auth/token/get/list?subject=%00"),
+        ("GET", "/api/auth/token/get/list?clientIdentifier=%ED%A0%80"),
+        ("GET", "/api/auth/token/get/list?subject=%FF"),
+        ("DELETE", "/api/auth/token/delete/a%00b"),
+    ],
+    ids=["NUL in query", "surrogate in query", "invalid UTF-8", "NUL in path"],
+)
+async def test_unstorable_text_in_paths_and_queries_is_400(
+    world: World, method: str, path: str
+) -> None:
+    response = await world.http.request(method, path, auth=world.auth)
+    envelope(response, 400, "REQUEST_MALFORMED")
+
+
+async def test_unstorable_values_in_an_update_change_nothing(
+    world: World, token: dict[str, Any], stored: Any
+) -> None:
+    before = stored(token["tokenId"])
+    for fields in (
+        {"tokenId": "a\u0000"},
+        {"scopes": ["\u0000"]},
+        {"authorizationDetails": {"elements": [{"type": "\ud800"}]}},
+        {"accessTokenExpiresAt": 2**64},
+    ):
+        response = await world.http.post(
+            "/auth/token/update",
+            content=json.dumps({"accessToken": token["accessToken"], **fields}),
+            headers=JSON,
+            auth=world.auth,
+        )
+        envelope(response, 400, "REQUEST_MALFORMED")
+    assert stored(token["tokenId"]) == before
+
+
+async def test_unstorable_service_durations_are_refused(http: AsyncClient) -> None:
+    response = await http.post(
+        "/api/service/create", json={"accessTokenDuration": 10**17}, auth=OPERATOR
+    )
+    envelope(response, 400, "VALUE_INVALID")
