@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 import uvicorn
 from alembic.runtime.migration import MigrationContext
@@ -74,6 +75,9 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         raise ConfigError("The database schema is not at head; run `tokenstore migrate` first.")
     if settings.env == "development":
         log.info("development mode: secrets come from %s", settings.data_dir / "dev-secrets.json")
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here; /metrics adds them up (app.metrics).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tokenstore-metrics-")
     uvicorn.run(
         "app.main:app_from_environment",
         factory=True,
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TOKENSTORE_PURGE_INTERVAL_SECONDS"] = str(args.purge_interval)
     try:
         settings = _settings()
-        logs.configure(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         if args.command == "migrate":
             migrate(settings)
         elif args.command == "purge-expired":

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
     # RFC 9449 section 11.1: how old a DPoP proof's iat may be, and how far in the future.
     dpop_proof_max_age_seconds: int = Field(default=60, ge=1, le=3600)
     dpop_clock_skew_seconds: int = Field(default=5, ge=0, le=300)

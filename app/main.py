@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy import text
 
 from app import jobs, logs
 from app.clients.router import router as clients_router
@@ -16,6 +17,7 @@ from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
+from app.metrics import metrics_endpoint
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
 from app.tokens.router import router as tokens_router
@@ -74,7 +76,20 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
+        """The process is up (no database call)."""
         return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    def ready() -> dict[str, str]:
+        """The database answers. A failure is 503 DATABASE_UNAVAILABLE (see app.http)."""
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return {"status": "ready"}
+
+    app.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], tags=["operations"],
+        response_class=Response, include_in_schema=False,
+    )  # fmt: skip
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from app import metrics
 from app.auth import ServiceDep, SessionDep
 from app.clients.schemas import ClientOut
-from app.errors import MalformedRequest
+from app.errors import ApiError, MalformedRequest
 from app.http import FORM_TYPE, PageEnd, PageStart, form_fields, json_body, media_type, openapi_body
 from app.tokens import introspection, service
 from app.tokens.binding import ProofPolicy
@@ -56,18 +57,24 @@ UPDATE_DOC = openapi_body(TokenUpdateIn, form=True)
 def _update(
     request: Request, caller_api_key: int, session: SessionDep, body: TokenUpdateIn
 ) -> TokenUpdateOut:
-    result = service.update(
-        session,
-        service_api_key=caller_api_key,
-        command=service.UpdateCommand(
-            access_token=body.access_token,
-            access_token_hash=body.access_token_hash,
-            token_id=body.token_id,
-            changes=body.changes(),
-        ),
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
-    )
+    try:
+        result = service.update(
+            session,
+            service_api_key=caller_api_key,
+            command=service.UpdateCommand(
+                access_token=body.access_token,
+                access_token_hash=body.access_token_hash,
+                token_id=body.token_id,
+                changes=body.changes(),
+            ),
+            hash_key=request.app.state.settings.hash_key,
+            now=request.app.state.clock(),
+        )
+    except Exception as error:
+        action = error.action if isinstance(error, ApiError) else None
+        metrics.UPDATES.labels(action or "INTERNAL_SERVER_ERROR").inc()
+        raise
+    metrics.UPDATES.labels("OK").inc()
     return TokenUpdateOut.of(result.state, token_id=result.token_id, shown_value=result.shown_value)
 
 

@@ -1,0 +1,74 @@
+"""Prometheus metrics: requests by route and status, latency, update outcomes, pool use.
+
+With several workers (`serve --workers N`) each process writes its samples to
+PROMETHEUS_MULTIPROC_DIR and `/metrics` aggregates them (prometheus_client's multiprocess
+mode), so one scrape sees the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
+
+REQUESTS = Counter(
+    "tokenstore_http_requests_total",
+    "HTTP requests by route template, method and status.",
+    ["route", "method", "status"],
+)
+LATENCY = Histogram(
+    "tokenstore_http_request_duration_seconds",
+    "Time from request to response, by route template and method.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+UPDATES = Counter(
+    "tokenstore_token_updates_total",
+    "Outcomes of /auth/token/update by action.",
+    ["action"],
+)
+POOL_IN_USE = Gauge(
+    "tokenstore_db_pool_connections_in_use",
+    "Database connections checked out of the pool.",
+    multiprocess_mode="livesum",
+)
+POOL_SIZE = Gauge(
+    "tokenstore_db_pool_size",
+    "Database connections the pool keeps (overflow excluded).",
+    multiprocess_mode="livesum",
+)
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route, method).observe(seconds)
+
+
+def observe_pool(engine: Engine) -> None:
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        POOL_IN_USE.set(pool.checkedout())
+        POOL_SIZE.set(pool.size())
+
+
+def metrics_endpoint(request: Request) -> Response:
+    observe_pool(request.app.state.engine)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

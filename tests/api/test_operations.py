@@ -1,0 +1,120 @@
+"""Health, readiness, metrics, and logs that carry request ids and never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
+
+from app.config import Settings
+from app.logs import JsonFormatter, RequestIdFilter
+from app.main import create_app
+from app.tokens.hashing import token_hash
+from tests.api.world import World, ok
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_health_and_readiness(http: AsyncClient) -> None:
+    assert ok(await http.get("/health")) == {"status": "ok"}
+    assert ok(await http.get("/ready")) == {"status": "ready"}
+
+
+async def test_readiness_fails_with_503_when_the_database_is_unreachable(
+    settings: Settings,
+) -> None:
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    )
+    app = create_app(unreachable)
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client:
+            assert (await client.get("/health")).status_code == 200
+            response = await client.get("/ready")
+    finally:
+        app.state.engine.dispose()
+    assert response.status_code == 503
+    assert response.json() == {
+        "resultCode": "DATABASE_UNAVAILABLE",
+        "resultMessage": "The database is unavailable; retry later.",
+        "action": "INTERNAL_SERVER_ERROR",
+    }
+
+
+async def test_metrics_count_requests_by_route_and_updates_by_action(world: World) -> None:
+    token = await world.token()
+    await world.update(accessToken=token["accessToken"], scopes=["read"])
+    await world.update(accessToken="unknown", scopes=["read"])
+    text = (await world.http.get("/metrics")).text
+    assert 'tokenstore_token_updates_total{action="OK"}' in text
+    assert 'tokenstore_token_updates_total{action="NOT_FOUND"}' in text
+    assert (
+        'tokenstore_http_requests_total{method="POST",route="/auth/token/update",status="200"}'
+        in text
+    )
+    assert "tokenstore_http_request_duration_seconds_bucket" in text
+    assert "tokenstore_db_pool_connections_in_use" in text
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Every log line, formatted as `serve` formats it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+async def test_every_log_line_of_a_request_has_its_id_and_no_secret(
+    world: World, captured: io.StringIO
+) -> None:
+    token = await world.token(dpopKeyThumbprint="NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+    captured.truncate(0)
+    captured.seek(0)
+    response = await world.http.post(
+        "/auth/token/update",
+        json={"accessToken": token["accessToken"], "accessTokenValueUpdated": True},
+        auth=world.auth,
+    )
+    new_value = response.json()["accessToken"]
+    await world.http.delete(f"/api/auth/token/delete/{new_value}", auth=world.auth)
+    # The server's lines only: the test's own HTTP client (httpx) logs on this process too.
+    lines = [
+        line
+        for line in map(json.loads, filter(None, captured.getvalue().splitlines()))
+        if not line["logger"].startswith(("httpx", "httpcore"))
+    ]
+    assert lines, "the requests logged nothing"
+    request_ids = {line["request_id"] for line in lines}
+    assert None not in request_ids
+    assert response.headers["X-Request-Id"] in request_ids
+    routes = {line.get("route") for line in lines}
+    assert "/api/auth/token/delete/{accessTokenIdentifier}" in routes
+    secrets = [
+        token["accessToken"],
+        new_value,
+        token["refreshToken"],
+        token_hash(token["accessToken"]),
+        token_hash(new_value),
+        world.api_secret,
+    ]
+    output = json.dumps(lines)
+    assert [s for s in secrets if s in output] == []
+
+
+def test_settings_never_print_their_secrets() -> None:
+    settings = Settings(admin_api_secret=SecretStr("a" * 40), hash_secret=SecretStr("b" * 40))
+    assert "a" * 40 not in str(settings.model_dump())
+    assert "b" * 40 not in repr(settings)
