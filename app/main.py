@@ -105,6 +105,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    """The factory uvicorn workers call: settings from the environment."""
+    """The factory uvicorn workers call: settings from the environment. A worker is a
+    fresh process (`--workers N` spawns them), so it sets up its own logging too."""
     settings, _ = Settings().with_development_secrets()
+    logs.configure(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -176,3 +176,17 @@ def test_serve_purges_expired_tokens_periodically_when_asked(tmp_path: Path) -> 
         while stored_tokens() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert stored_tokens() == 0
+
+
+def test_every_worker_logs_json_access_lines(tmp_path: Path) -> None:
+    env = clean_environment(
+        TOKENSTORE_ADMIN_API_KEY="op", TOKENSTORE_ADMIN_API_SECRET="s" * 40,
+        TOKENSTORE_HASH_SECRET="h" * 40,
+    )  # fmt: skip
+    with serving(tmp_path, env, "--workers", "2") as (base, output):
+        for _ in range(6):
+            assert httpx.get(f"{base}/ready").status_code == 200
+    lines = [json.loads(line) for line in output[0].splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "tokenstore.access"]
+    assert len([line for line in access if line["route"] == "/ready"]) == 6
+    assert all(line["request_id"] for line in access)
