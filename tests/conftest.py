@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from app.db import driver_url, make_engine
@@ -45,7 +46,11 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
     if backend != "postgresql":
         raise pytest.UsageError(f"unknown test database backend {backend!r}")
     name = f"tokenstore_test_{secrets.token_hex(6)}"
-    admin = create_engine(driver_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    # NullPool: no connection kept between uses, so a server restart in between (the
+    # resilience tests) cannot leave a dead one behind for the DROP.
+    admin = create_engine(
+        driver_url(POSTGRES_URL), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))

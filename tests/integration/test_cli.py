@@ -3,72 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import BACKENDS, fresh_database
-
-TOKENSTORE = str(Path(sys.executable).with_name("tokenstore"))
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSTORE_")}
-    return {**env, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def serving(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[tuple[str, list[str]]]:
-    """Runs `tokenstore serve`; yields its URL and a list that holds its output once it
-    has stopped."""
-    port = free_port()
-    process = subprocess.Popen(
-        [TOKENSTORE, "serve", "--port", str(port), *extra],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    output: list[str] = []
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"serve exited early: {process.stdout.read() if process.stdout else ''}"
-                )
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("serve did not answer /health within 30 s")
-            time.sleep(0.1)
-        yield base, output
-    finally:
-        process.send_signal(signal.SIGTERM)
-        stdout, _ = process.communicate(timeout=15)
-        output.append(stdout)
+from tests.servers import TOKENSTORE, clean_environment, serving
 
 
 def test_serve_starts_with_nothing_configured_and_says_once_where_the_credentials_are(
