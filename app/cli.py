@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import tempfile
 
 import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from uvicorn.supervisors import Multiprocess
 
 from app import jobs, logs
 from app.clock import system_clock
@@ -78,7 +80,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; /metrics adds them up (app.metrics).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tokenstore-metrics-")
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:app_from_environment",
         factory=True,
         host=host,
@@ -88,6 +90,16 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         log_config=None,
         proxy_headers=False,
     )
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    sock = config.bind_socket()
+    # uvicorn makes this shared socket with proto 0, so asyncio does not set TCP_NODELAY on
+    # the connections the workers accept, and each response's second write waits for the
+    # client's delayed ACK (about 40 ms). Linux copies the option from the listening socket
+    # to every accepted one.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def main(argv: list[str] | None = None) -> int:

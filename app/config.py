@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # The expired-token purge inside `serve`: every this many seconds (0: never).
     purge_interval_seconds: int = Field(default=0, ge=0)
     purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # Serves POST /bench/noop, the framework floor of bench/ (never in production).
+    bench_endpoints: bool = False
 
     @property
     def hash_key(self) -> bytes:
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
         if self.env != "production":
             return
         problems = []
+        if self.bench_endpoints:
+            problems.append("TOKENSTORE_BENCH_ENDPOINTS is for benchmarks only")
         if not self.admin_api_key:
             problems.append("TOKENSTORE_ADMIN_API_KEY is not set")
         for name, value in (

@@ -86,6 +86,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             connection.execute(text("SELECT 1"))
         return {"status": "ready"}
 
+    if settings.bench_endpoints:
+
+        @app.post("/bench/noop", include_in_schema=False)
+        def noop() -> dict[str, str]:
+            """The framework floor of bench/: routing, a threadpool hop, JSON out."""
+            return {"action": "OK"}
+
     app.add_api_route(
         "/metrics", metrics_endpoint, methods=["GET"], tags=["operations"],
         response_class=Response, include_in_schema=False,

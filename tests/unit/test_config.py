@@ -68,3 +68,12 @@ def test_secrets_never_show_in_the_settings_repr(tmp_path: Path) -> None:
 )
 def test_a_plain_database_url_gets_the_right_driver(given: str, expected: str) -> None:
     assert driver_url(given) == expected
+
+
+def test_production_refuses_the_benchmark_endpoints(tmp_path: Path) -> None:
+    settings = Settings(
+        env="production", data_dir=tmp_path, admin_api_key="op", admin_api_secret=STRONG,
+        hash_secret=STRONG, bench_endpoints=True,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="TOKENSTORE_BENCH_ENDPOINTS"):
+        settings.check_production()
