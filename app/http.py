@@ -9,10 +9,11 @@ from urllib.parse import parse_qsl, unquote
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
@@ -213,6 +214,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("value refused by the database: %s", type(error).__name__)
         return render(MalformedRequest("A value is out of range or too long to store."))
 
+    async def on_client_gone(_request: Request, _error: Exception) -> Response:
+        # The client closed the connection before its body arrived: nobody will read an
+        # answer, and it is no fault of the service. Nothing was written.
+        log.info("client disconnected before the request was read")
+        return Response(status_code=400)
+
     async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
         log.error("unexpected failure: %s", type(error).__name__, exc_info=error)
         return render(InternalError("An unexpected error occurred; nothing was changed."))
@@ -223,6 +230,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, on_database)
     app.add_exception_handler(DataError, on_unfit_value)
     app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -26,21 +27,27 @@ class PurgeReport:
 def purge_expired(sessions: sessionmaker[Session], *, now: int, batch_size: int) -> PurgeReport:
     """Deletes tokens whose access and refresh tokens have both expired (persistent tokens
     never), and DPoP replay records past their window, `batch_size` rows per transaction."""
-    removed_tokens = removed_proofs = 0
-    while True:
-        with sessions.begin() as session:
-            removed = tokens.delete_dead_batch(session, now=now, limit=batch_size)
-        removed_tokens += removed
-        if removed < batch_size:
-            break
-    while True:
-        with sessions.begin() as session:
-            removed = tokens.forget_proofs_batch(session, now=now, limit=batch_size)
-        removed_proofs += removed
-        if removed < batch_size:
-            break
+    removed_tokens = _in_batches(sessions, tokens.delete_dead_batch, now=now, limit=batch_size)
+    removed_proofs = _in_batches(sessions, tokens.forget_proofs_batch, now=now, limit=batch_size)
     log.info("purge removed tokens=%d dpop_proofs=%d", removed_tokens, removed_proofs)
     return PurgeReport(removed_tokens, removed_proofs)
+
+
+def _in_batches(
+    sessions: sessionmaker[Session],
+    delete_batch: Callable[..., int],
+    *,
+    now: int,
+    limit: int,
+) -> int:
+    """Runs one batch deletion per transaction until a batch comes back short."""
+    removed = 0
+    while True:
+        with sessions.begin() as session:
+            batch = delete_batch(session, now=now, limit=limit)
+        removed += batch
+        if batch < limit:
+            return removed
 
 
 async def purge_periodically(

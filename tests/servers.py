@@ -30,6 +30,14 @@ def free_port() -> int:
         return port
 
 
+def command(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs a `tokenstore` command to its end."""
+    return subprocess.run(
+        [TOKENSTORE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
 def start(cwd: Path, env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[str]:
     """Starts `tokenstore serve`, its output going to `serve-<port>.log` in `cwd`: a pipe
     nobody reads would fill up under load and block the server on its own log lines."""

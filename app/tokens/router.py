@@ -31,6 +31,7 @@ from app.tokens.schemas import (
     TokenUpdateIn,
     TokenUpdateOut,
     properties_out,
+    state_fields,
     update_from_form,
 )
 
@@ -146,45 +147,27 @@ def create_token(
         grant_type=body.grant_type,
         client_id=row.client_id,
         subject=row.subject,
-        scopes=list(state.scopes),
         access_token=result.access_token,
-        access_token_hash=state.access_hash,
-        token_type=state.token_type,
         expires_in=0 if state.persistent else result.expires_in,
         expires_at=response_expires_at(state),
-        access_token_persistent=state.persistent,
         refresh_token=result.refresh_token,
-        refresh_token_expires_at=state.refresh_expires_at or 0,
-        properties=properties_out(state),
-        authorization_details=AuthzDetailsOut.of(state.authorization_details),
-        certificate_thumbprint=state.certificate_thumbprint,
-        dpop_key_thumbprint=state.dpop_key_thumbprint,
-        for_external_attachment=state.for_external_attachment,
         token_id=row.token_id,
+        **state_fields(state),
     )
 
 
 def _listed(row: TokenRow) -> AccessTokenOut:
     state = row.state()
     return AccessTokenOut(
-        access_token_hash=row.access_hash,
         refresh_token_hash=row.refresh_hash,
         token_id=row.token_id,
         client_id=row.client_id,
         subject=row.subject,
         grant_type=GrantType(row.grant_type) if row.grant_type else None,
-        scopes=list(state.scopes),
-        token_type=state.token_type,
         access_token_expires_at=response_expires_at(state),
-        access_token_persistent=state.persistent,
-        refresh_token_expires_at=state.refresh_expires_at or 0,
         created_at=row.created_at,
         last_refreshed_at=0,
-        properties=properties_out(state),
-        authorization_details=AuthzDetailsOut.of(state.authorization_details),
-        certificate_thumbprint=state.certificate_thumbprint,
-        dpop_key_thumbprint=state.dpop_key_thumbprint,
-        for_external_attachment=state.for_external_attachment,
+        **state_fields(state),
     )
 
 

@@ -192,6 +192,22 @@ def properties_out(state: TokenState) -> list[PropertyOut]:
     return [PropertyOut(key=p.key, value=p.value, hidden=p.hidden) for p in state.properties]
 
 
+def state_fields(state: TokenState) -> dict[str, Any]:
+    """The token's state in the wire fields the update, create and list answers share."""
+    return {
+        "access_token_hash": state.access_hash,
+        "token_type": state.token_type,
+        "access_token_persistent": state.persistent,
+        "refresh_token_expires_at": state.refresh_expires_at or 0,
+        "scopes": list(state.scopes),
+        "properties": properties_out(state),
+        "authorization_details": AuthzDetailsOut.of(state.authorization_details),
+        "certificate_thumbprint": state.certificate_thumbprint,
+        "dpop_key_thumbprint": state.dpop_key_thumbprint,
+        "for_external_attachment": state.for_external_attachment,
+    }
+
+
 class TokenUpdateOut(ActionEnvelope):
     access_token: str | None = None
     access_token_hash: str | None = None
@@ -214,18 +230,9 @@ class TokenUpdateOut(ActionEnvelope):
             result_code="TOKEN_UPDATED",
             result_message="The token was updated.",
             access_token=shown_value,
-            access_token_hash=state.access_hash,
-            token_type=state.token_type,
             access_token_expires_at=response_expires_at(state),
-            access_token_persistent=state.persistent,
-            refresh_token_expires_at=state.refresh_expires_at or 0,
-            scopes=list(state.scopes),
-            properties=properties_out(state),
-            authorization_details=AuthzDetailsOut.of(state.authorization_details),
-            certificate_thumbprint=state.certificate_thumbprint,
-            dpop_key_thumbprint=state.dpop_key_thumbprint,
-            for_external_attachment=state.for_external_attachment,
             token_id=token_id,
+            **state_fields(state),
         )
 
 

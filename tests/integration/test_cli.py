@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import BACKENDS, fresh_database
-from tests.servers import TOKENSTORE, clean_environment, serving
+from tests.servers import clean_environment, command, serving
 
 
 def test_serve_starts_with_nothing_configured_and_says_once_where_the_credentials_are(
@@ -39,15 +38,7 @@ def test_serve_starts_with_nothing_configured_and_says_once_where_the_credential
 
 
 def test_production_without_secrets_refuses_to_start(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [TOKENSTORE, "serve"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_environment(TOKENSTORE_ENV="production"),
-        check=False,
-    )
+    result = command("serve", cwd=tmp_path, env=clean_environment(TOKENSTORE_ENV="production"))
     assert result.returncode == 2
     assert "TOKENSTORE_HASH_SECRET" in result.stderr
 
@@ -64,26 +55,10 @@ def test_migrate_then_serve_on_postgresql(tmp_path: Path) -> None:
             TOKENSTORE_ADMIN_API_SECRET="a" * 40,
             TOKENSTORE_HASH_SECRET="b" * 40,
         )
-        refused = subprocess.run(
-            [TOKENSTORE, "serve"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        refused = command("serve", cwd=tmp_path, env=env)
         assert refused.returncode == 2
         assert "tokenstore migrate" in refused.stderr
-        migrated = subprocess.run(
-            [TOKENSTORE, "migrate"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        migrated = command("migrate", cwd=tmp_path, env=env)
         assert migrated.returncode == 0, migrated.stderr
         with serving(tmp_path, env) as (base, _output):
             created = httpx.post(f"{base}/api/service/create", json={}, auth=("operator", "a" * 40))
