@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from app import metrics
 from app.auth import ServiceDep, SessionDep
 from app.clients.schemas import ClientOut
 from app.errors import ApiError, MalformedRequest
-from app.http import FORM_TYPE, PageEnd, PageStart, form_fields, json_body, media_type, openapi_body
+from app.http import (
+    FORM_TYPE,
+    PageEnd,
+    PageStart,
+    describe,
+    form_fields,
+    json_body,
+    media_type,
+    openapi_body,
+)
 from app.tokens import introspection, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
@@ -46,8 +56,9 @@ async def update_body(request: Request) -> TokenUpdateIn:
         document = update_from_form(form_fields(await request.body()))
         try:
             return TokenUpdateIn.model_validate(document)
-        except ValueError as error:
-            raise MalformedRequest(f"Invalid form request: {error}") from None
+        except ValidationError as error:
+            # describe() names fields and problems, never the values sent.
+            raise MalformedRequest(f"Invalid form request: {describe(error)}") from None
     return await json_body(TokenUpdateIn)(request)
 
 

@@ -444,3 +444,16 @@ async def test_unstorable_service_durations_are_refused(http: AsyncClient) -> No
         "/api/service/create", json={"accessTokenDuration": 10**17}, auth=OPERATOR
     )
     envelope(response, 400, "VALUE_INVALID")
+
+
+async def test_a_refused_form_never_echoes_the_values_it_carried(world: World) -> None:
+    secret_value = "sEcR3t"  # short: pydantic abbreviates long values it echoes
+    response = await world.http.post(
+        "/auth/token/update",
+        content=f"accessToken={secret_value}&tokenId=%00&accessTokenExpiresAt=" + "9" * 30,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=world.auth,
+    )
+    body = envelope(response, 400, "REQUEST_MALFORMED")
+    assert secret_value not in body["resultMessage"]
+    assert "9" * 30 not in body["resultMessage"]
