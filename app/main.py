@@ -15,7 +15,7 @@ from app import jobs, logs
 from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine, make_sessionmaker, writer_lock
 from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
 from app.metrics import metrics_endpoint
 from app.services.router import router as services_router
@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.writer_lock = writer_lock(settings.database_url)
     app.state.clock = clock
 
     install_error_handlers(app)

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
 
+from app.config import Settings
+from app.main import create_app
 from app.tokens.hashing import token_hash
 from tests.api.world import World
 
@@ -103,3 +108,36 @@ async def test_updates_of_different_tokens_proceed_side_by_side(world: World) ->
     answers = [r.json() for r in responses]
     assert sum(a["action"] == "OK" for a in answers) == len(tokens)
     assert sum(a["action"] == "NOT_FOUND" for a in answers) == 2 * len(tokens)
+
+
+@pytest.fixture
+def another_process(settings: Settings) -> Iterator[FastAPI]:
+    """A second app on the same database with its own engine, pool and writer lock: what
+    a second worker process is, as far as the database can tell."""
+    app = create_app(settings)
+    yield app
+    app.state.engine.dispose()
+
+
+async def test_regenerations_from_two_processes_still_let_exactly_one_win(
+    world: World, another_process: FastAPI
+) -> None:
+    transport = ASGITransport(app=another_process)
+    async with AsyncClient(transport=transport, base_url="http://second") as other:
+        # Several rounds: a race between processes is likely in one round, near-certain
+        # over five (each process has its own writer lock, so only the database's
+        # locking keeps them apart).
+        for _ in range(5):
+            token = await world.token()
+            body = {"accessToken": token["accessToken"], "accessTokenValueUpdated": True}
+            responses = await asyncio.gather(
+                *(
+                    (world.http if i % 2 else other).post(
+                        "/auth/token/update", json=body, auth=world.auth
+                    )
+                    for i in range(WRITERS)
+                )
+            )
+            assert [r.status_code for r in responses] == [200] * WRITERS
+            actions = sorted(r.json()["action"] for r in responses)
+            assert actions == ["NOT_FOUND"] * (WRITERS - 1) + ["OK"]
