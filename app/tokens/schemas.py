@@ -208,11 +208,12 @@ def state_fields(state: TokenState) -> dict[str, Any]:
     }
 
 
-class TokenUpdateOut(ActionEnvelope):
-    access_token: str | None = None
+class TokenStateOut(ActionEnvelope):
+    """The fields `state_fields()` fills, shared by the update and create answers."""
+
+    access_token: str | None = None  # the value: shown only when the caller may see it
     access_token_hash: str | None = None
     token_type: str | None = None
-    access_token_expires_at: int | None = None
     access_token_persistent: bool | None = None
     refresh_token_expires_at: int | None = None
     scopes: list[str] | None = None
@@ -222,6 +223,10 @@ class TokenUpdateOut(ActionEnvelope):
     dpop_key_thumbprint: str | None = None
     for_external_attachment: bool | None = None
     token_id: str | None = None
+
+
+class TokenUpdateOut(TokenStateOut):
+    access_token_expires_at: int | None = None
 
     @classmethod
     def of(cls, state: TokenState, *, token_id: str, shown_value: str | None) -> TokenUpdateOut:
@@ -258,25 +263,13 @@ class TokenCreateIn(WireRequest):
     for_external_attachment: bool | None = None
 
 
-class TokenCreateOut(ActionEnvelope):
+class TokenCreateOut(TokenStateOut):
     grant_type: GrantType | None = None
     client_id: int | None = None
     subject: str | None = None
-    scopes: list[str] | None = None
-    access_token: str | None = None
-    access_token_hash: str | None = None
-    token_type: str | None = None
     expires_in: int | None = None
     expires_at: int | None = None
-    access_token_persistent: bool | None = None
     refresh_token: str | None = None
-    refresh_token_expires_at: int | None = None
-    properties: list[PropertyOut] | None = None
-    authorization_details: AuthzDetailsOut | None = None
-    certificate_thumbprint: str | None = None
-    dpop_key_thumbprint: str | None = None
-    for_external_attachment: bool | None = None
-    token_id: str | None = None
 
 
 # --- List ----------------------------------------------------------------------------------
