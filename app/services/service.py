@@ -12,7 +12,7 @@ from app.errors import InvalidValue, ResourceNotFound
 from app.services import repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
 from app.tokens.hashing import secret_digest, service_token_key
-from app.tokens.rules import MAX_DURATION_SECONDS
+from app.tokens.rules import duration_or
 
 # Authlete's defaults for a new service: one day, ten days.
 DEFAULT_ACCESS_TOKEN_DURATION = 86_400
@@ -60,11 +60,8 @@ def _scope_rows(scopes: Sequence[ScopeSpec]) -> list[ScopeRow]:
     ]
 
 
-def _positive_or(value: int | None, default: int) -> int:
-    # Authlete's clients send 0 for "not set"; 0 or less keeps the default.
-    if value is not None and value > MAX_DURATION_SECONDS:
-        raise InvalidValue(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
-    return value if value is not None and value > 0 else default
+def _duration(value: int | None, default: int) -> int:
+    return duration_or(value, default, error=InvalidValue)
 
 
 def create(
@@ -77,10 +74,8 @@ def create(
         secret_digest=secret_digest(api_secret, hash_key),
         name=spec.name,
         description=spec.description,
-        access_token_duration=_positive_or(
-            spec.access_token_duration, DEFAULT_ACCESS_TOKEN_DURATION
-        ),
-        refresh_token_duration=_positive_or(
+        access_token_duration=_duration(spec.access_token_duration, DEFAULT_ACCESS_TOKEN_DURATION),
+        refresh_token_duration=_duration(
             spec.refresh_token_duration, DEFAULT_REFRESH_TOKEN_DURATION
         ),
         created_at=now,
@@ -111,10 +106,8 @@ def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> Se
         row.name = spec.name
     if spec.description is not None:
         row.description = spec.description
-    row.access_token_duration = _positive_or(spec.access_token_duration, row.access_token_duration)
-    row.refresh_token_duration = _positive_or(
-        spec.refresh_token_duration, row.refresh_token_duration
-    )
+    row.access_token_duration = _duration(spec.access_token_duration, row.access_token_duration)
+    row.refresh_token_duration = _duration(spec.refresh_token_duration, row.refresh_token_duration)
     row.modified_at = now
     if spec.scopes is not None:
         repository.replace_scopes(session, row, _scope_rows(spec.scopes))

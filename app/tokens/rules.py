@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from app.errors import BadRequestAction
+from app.errors import ApiError, BadRequestAction
 from app.tokens.hashing import is_sha256_b64url, token_hash
 
 # The scope attributes that carry durations (API.md, "Data model": a decimal string of
@@ -403,6 +403,17 @@ def _expiry_and_scopes(
         persistent=persistent,
         refresh_expires_at=refresh_expires_at,
     )
+
+
+def duration_or(
+    value: int | None, default: int, *, error: type[ApiError] = BadRequestAction
+) -> int:
+    """A duration in seconds as a request gives it, or `default` when it is not set:
+    Authlete's clients send 0 for "not set", so 0 or less keeps the default. A duration
+    too long to turn into a timestamp is refused with `error`."""
+    if value is not None and value > MAX_DURATION_SECONDS:
+        raise error(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
+    return value if value is not None and value > 0 else default
 
 
 def _positive(value: int | None) -> int | None:

@@ -35,7 +35,6 @@ from app.tokens.hashing import (
 )
 from app.tokens.models import TokenRow
 from app.tokens.rules import (
-    MAX_DURATION_SECONDS,
     AuthzElementInput,
     Lookup,
     PropertyInput,
@@ -45,6 +44,7 @@ from app.tokens.rules import (
     apply_update,
     check_thumbprint,
     choose_identifier,
+    duration_or,
     expiry_after,
     filter_scopes,
     is_alive,
@@ -203,8 +203,8 @@ def create(
     policy = policy_for(
         session, service_api_key=service_api_key, client=client, scopes=command.scopes
     )
-    access_seconds = _positive_or(command.access_token_duration, service.access_token_duration)
-    refresh_seconds = _positive_or(command.refresh_token_duration, service.refresh_token_duration)
+    access_seconds = duration_or(command.access_token_duration, service.access_token_duration)
+    refresh_seconds = duration_or(command.refresh_token_duration, service.refresh_token_duration)
     access_value = command.access_token or new_value()
     refresh_value = None
     if command.grant_type not in NO_REFRESH_GRANTS:
@@ -245,12 +245,6 @@ def create(
         raise BadRequestAction("That accessToken or refreshToken is already in use.") from None
     log.info("token created token_id=%s client_id=%s", row.token_id, client.client_id)
     return CreateResult(row, state, access_value, refresh_value, access_seconds)
-
-
-def _positive_or(value: int | None, default: int) -> int:
-    if value is not None and value > MAX_DURATION_SECONDS:
-        raise BadRequestAction(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
-    return value if value is not None and value > 0 else default
 
 
 # --- List ----------------------------------------------------------------------------------
