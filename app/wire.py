@@ -66,5 +66,13 @@ class Envelope(WireResponse):
     result_message: str
 
 
+class PageEnvelope(Envelope):
+    """A page of a list (Authlete's `start`, `end` and `totalCount`)."""
+
+    start: int
+    end: int
+    total_count: int
+
+
 class ActionEnvelope(Envelope):
     action: str

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from app.clients.models import ClientRow
 from app.clients.service import ClientSpec
-from app.wire import MAX_ITEMS, Envelope, WireRequest, WireResponse
+from app.wire import MAX_ITEMS, PageEnvelope, WireRequest, WireResponse
 
 
 class ClientExtensionIn(WireRequest):
@@ -71,8 +71,5 @@ class ClientOut(WireResponse):
         )
 
 
-class ClientListOut(Envelope):
-    start: int
-    end: int
-    total_count: int
+class ClientListOut(PageEnvelope):
     clients: list[ClientOut]

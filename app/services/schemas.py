@@ -8,7 +8,7 @@ from pydantic import Field
 
 from app.services.models import ServiceRow
 from app.services.service import ScopeSpec, ServiceSpec
-from app.wire import MAX_ITEMS, Envelope, WireInt, WireRequest, WireResponse
+from app.wire import MAX_ITEMS, Envelope, PageEnvelope, WireInt, WireRequest, WireResponse
 
 
 class PairIn(WireRequest):
@@ -94,10 +94,7 @@ class ServiceOut(WireResponse):
         )
 
 
-class ServiceListOut(Envelope):
-    start: int
-    end: int
-    total_count: int
+class ServiceListOut(PageEnvelope):
     services: list[ServiceOut]
 
 

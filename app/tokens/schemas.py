@@ -21,6 +21,7 @@ from app.wire import (
     MAX_ITEMS,
     ActionEnvelope,
     Envelope,
+    PageEnvelope,
     WireId,
     WireInt,
     WireRequest,
@@ -298,12 +299,9 @@ class AccessTokenOut(WireResponse):
     for_external_attachment: bool
 
 
-class TokenListOut(Envelope):
-    start: int
-    end: int
+class TokenListOut(PageEnvelope):
     client: dict[str, Any] | None = None
     subject: str | None = None
-    total_count: int
     access_tokens: list[AccessTokenOut]
 
 
