@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import get_session
@@ -56,7 +56,7 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
-def require_operator(request: Request) -> None:
+async def require_operator(request: Request) -> None:
     settings = settings_of(request)
     key, secret = basic_credentials(request)
     expected_key = settings.admin_api_key or ""
@@ -69,29 +69,29 @@ def require_operator(request: Request) -> None:
         raise Unauthenticated("The operator credentials are wrong.")
 
 
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def require_service(request: Request, session: SessionDep) -> ServiceCaller:
+async def require_service(request: Request, session: SessionDep) -> ServiceCaller:
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return _bearer_service(request, session, credential.strip())
+        return await _bearer_service(request, session, credential.strip())
     key, secret = basic_credentials(request)
     api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else None
-    row = services.get(session, api_key) if api_key is not None else None
+    stored = None if api_key is None else await session.run_sync(services.secret_digest_of, api_key)
     given = secret_digest(secret, settings_of(request).hash_key)
-    stored = row.secret_digest if row is not None else _UNKNOWN_DIGEST
-    if not hmac.compare_digest(given, stored) or row is None:
+    matches = hmac.compare_digest(given, stored or _UNKNOWN_DIGEST)
+    if stored is None or api_key is None or not matches:
         raise Unauthenticated("The service credentials are wrong.")
-    return _for_path(request, row.api_key)
+    return _for_path(request, api_key)
 
 
-def _bearer_service(request: Request, session: Session, token: str) -> ServiceCaller:
+async def _bearer_service(request: Request, session: AsyncSession, token: str) -> ServiceCaller:
     """Authlete API v3: a service access token that the operator created."""
     if not token:
         raise Unauthenticated("The Bearer credential is empty.")
     key = service_token_key(token, settings_of(request).hash_key)
-    api_key = services.service_of_access_token(session, key)
+    api_key = await session.run_sync(services.service_of_access_token, key)
     if api_key is None:
         raise Unauthenticated("The service access token is unknown or revoked.")
     return _for_path(request, api_key)

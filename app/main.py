@@ -15,7 +15,13 @@ from app import jobs, logs
 from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker, writer_lock
+from app.db import (
+    make_async_engine,
+    make_async_sessionmaker,
+    make_engine,
+    make_sessionmaker,
+    writer_lock,
+)
 from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
 from app.metrics import metrics_endpoint
 from app.services.router import router as services_router
@@ -36,15 +42,17 @@ def service_api() -> APIRouter:
 
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     settings.check_production()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_async_engine(settings.database_url, pool_size=settings.db_pool_size)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         purge = None
         if settings.purge_interval_seconds > 0:
+            # The purge is plain synchronous code in a thread, on an engine of its own.
+            purge_engine = make_engine(settings.database_url, pool_size=1)
             purge = asyncio.create_task(
                 jobs.purge_periodically(
-                    app.state.sessionmaker,
+                    make_sessionmaker(purge_engine),
                     clock=clock,
                     interval_seconds=settings.purge_interval_seconds,
                     batch_size=settings.purge_batch_size,
@@ -53,7 +61,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         yield
         if purge is not None:
             purge.cancel()
-        engine.dispose()
+            purge_engine.dispose()
+        await engine.dispose()
 
     app = FastAPI(
         title="tokenstore",
@@ -63,7 +72,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = make_async_sessionmaker(engine)
     app.state.writer_lock = writer_lock(settings.database_url)
     app.state.clock = clock
 
@@ -76,22 +85,22 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.include_router(update_router)
 
     @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         """The process is up (no database call)."""
         return {"status": "ok"}
 
     @app.get("/ready", tags=["operations"])
-    def ready() -> dict[str, str]:
+    async def ready() -> dict[str, str]:
         """The database answers. A failure is 503 DATABASE_UNAVAILABLE (see app.http)."""
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
         return {"status": "ready"}
 
     if settings.bench_endpoints:
 
         @app.post("/bench/noop", include_in_schema=False)
-        def noop() -> dict[str, str]:
-            """The framework floor of bench/: routing, a threadpool hop, JSON out."""
+        async def noop() -> dict[str, str]:
+            """The framework floor of bench/: routing, the middleware, JSON out."""
             return {"action": "OK"}
 
     app.add_api_route(

@@ -21,20 +21,25 @@ ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
     response_model_exclude_none=True,
     openapi_extra=openapi_body(ClientIn),
 )
-def create_client(
+async def create_client(
     request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
 ) -> ClientOut:
-    row = service.create(
-        session, service_api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()
+    row = await session.run_sync(
+        service.create,
+        service_api_key=caller.api_key,
+        spec=body.spec(),
+        now=request.app.state.clock(),
     )
     return ClientOut.of(row)
 
 
 @router.get("/client/get/list", response_model=ClientListOut, response_model_exclude_none=True)
-def list_clients(
+async def list_clients(
     caller: ServiceDep, session: SessionDep, start: PageStart = 0, end: PageEnd = 5
 ) -> ClientListOut:
-    rows, total = service.page(session, service_api_key=caller.api_key, start=start, end=end)
+    rows, total = await session.run_sync(
+        service.page, service_api_key=caller.api_key, start=start, end=end
+    )
     return ClientListOut(
         result_code="CLIENT_LIST_OK",
         result_message=f"{len(rows)} of {total} clients.",
@@ -46,8 +51,10 @@ def list_clients(
 
 
 @router.get("/client/get/{client_id}", response_model=ClientOut, response_model_exclude_none=True)
-def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> ClientOut:
-    return ClientOut.of(service.get(session, service_api_key=caller.api_key, client_id=client_id))
+async def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> ClientOut:
+    return ClientOut.of(
+        await session.run_sync(service.get, service_api_key=caller.api_key, client_id=client_id)
+    )
 
 
 @router.post(
@@ -56,11 +63,11 @@ def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> Cl
     response_model_exclude_none=True,
     openapi_extra=openapi_body(ClientIn),
 )
-def update_client(
+async def update_client(
     client_id: IdPath, request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
 ) -> ClientOut:
-    row = service.update(
-        session,
+    row = await session.run_sync(
+        service.update,
         service_api_key=caller.api_key,
         client_id=client_id,
         spec=body.spec(),
@@ -70,6 +77,6 @@ def update_client(
 
 
 @router.delete("/client/delete/{client_id}", status_code=204)
-def delete_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> Response:
-    service.delete(session, service_api_key=caller.api_key, client_id=client_id)
+async def delete_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> Response:
+    await session.run_sync(service.delete, service_api_key=caller.api_key, client_id=client_id)
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
@@ -12,6 +12,15 @@ from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
 
 def get(session: Session, api_key: int) -> ServiceRow | None:
     return session.get(ServiceRow, api_key)
+
+
+# Built once: the credential check runs on every request.
+_SECRET_DIGEST = select(ServiceRow.secret_digest).where(ServiceRow.api_key == bindparam("api_key"))
+
+
+def secret_digest_of(session: Session, api_key: int) -> str | None:
+    """The stored digest of the service's API secret, None for an unknown service."""
+    return session.scalar(_SECRET_DIGEST, {"api_key": api_key})
 
 
 def get_with_scopes(session: Session, api_key: int) -> ServiceRow | None:

@@ -30,11 +30,11 @@ ServiceBody = Annotated[ServiceIn, Depends(json_body(ServiceIn))]
     openapi_extra=openapi_body(ServiceIn),
     response_model_exclude_none=True,
 )
-def create_service(
+async def create_service(
     request: Request, _: OperatorDep, session: SessionDep, body: ServiceBody
 ) -> ServiceOut:
-    row, secret = service.create(
-        session,
+    row, secret = await session.run_sync(
+        service.create,
         spec=body.spec(),
         hash_key=request.app.state.settings.hash_key,
         now=request.app.state.clock(),
@@ -43,10 +43,10 @@ def create_service(
 
 
 @router.get("/get/list", response_model=ServiceListOut, response_model_exclude_none=True)
-def list_services(
+async def list_services(
     _: OperatorDep, session: SessionDep, start: PageStart = 0, end: PageEnd = 5
 ) -> ServiceListOut:
-    rows, total = service.page(session, start=start, end=end)
+    rows, total = await session.run_sync(service.page, start=start, end=end)
     return ServiceListOut(
         result_code="SERVICE_LIST_OK",
         result_message=f"{len(rows)} of {total} services.",
@@ -58,8 +58,8 @@ def list_services(
 
 
 @router.get("/get/{api_key}", response_model=ServiceOut, response_model_exclude_none=True)
-def get_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> ServiceOut:
-    return ServiceOut.of(service.get(session, api_key=api_key))
+async def get_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> ServiceOut:
+    return ServiceOut.of(await session.run_sync(service.get, api_key=api_key))
 
 
 @router.post(
@@ -68,16 +68,18 @@ def get_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> Service
     openapi_extra=openapi_body(ServiceIn),
     response_model_exclude_none=True,
 )
-def update_service(
+async def update_service(
     api_key: IdPath, request: Request, _: OperatorDep, session: SessionDep, body: ServiceBody
 ) -> ServiceOut:
-    row = service.update(session, api_key=api_key, spec=body.spec(), now=request.app.state.clock())
+    row = await session.run_sync(
+        service.update, api_key=api_key, spec=body.spec(), now=request.app.state.clock()
+    )
     return ServiceOut.of(row)
 
 
 @router.delete("/delete/{api_key}", status_code=204)
-def delete_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> Response:
-    service.delete(session, api_key=api_key)
+async def delete_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> Response:
+    await session.run_sync(service.delete, api_key=api_key)
     return Response(status_code=204)
 
 
@@ -87,15 +89,15 @@ def delete_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> Resp
     response_model_exclude_none=True,
     openapi_extra=openapi_body(AccessTokenCreateIn),
 )
-def create_service_access_token(
+async def create_service_access_token(
     api_key: IdPath,
     request: Request,
     _: OperatorDep,
     session: SessionDep,
     body: Annotated[AccessTokenCreateIn, Depends(json_body(AccessTokenCreateIn))],
 ) -> ServiceAccessTokenOut:
-    row, value = service.create_access_token(
-        session,
+    row, value = await session.run_sync(
+        service.create_access_token,
         api_key=api_key,
         description=body.description,
         hash_key=request.app.state.settings.hash_key,
@@ -114,10 +116,10 @@ def create_service_access_token(
     response_model=ServiceAccessTokenListOut,
     response_model_exclude_none=True,
 )
-def list_service_access_tokens(
+async def list_service_access_tokens(
     api_key: IdPath, _: OperatorDep, session: SessionDep
 ) -> ServiceAccessTokenListOut:
-    rows = service.access_tokens(session, api_key=api_key)
+    rows = await session.run_sync(service.access_tokens, api_key=api_key)
     return ServiceAccessTokenListOut(
         result_code="SERVICE_ACCESS_TOKEN_LIST_OK",
         result_message=f"{len(rows)} access tokens.",
@@ -131,19 +133,19 @@ def list_service_access_tokens(
 
 
 @router.delete("/{api_key}/access_token/delete/{token_id}", status_code=204)
-def revoke_service_access_token(
+async def revoke_service_access_token(
     api_key: IdPath,
     token_id: Annotated[str, Path(max_length=64)],
     _: OperatorDep,
     session: SessionDep,
 ) -> Response:
-    service.revoke_access_token(session, api_key=api_key, token_id=token_id)
+    await session.run_sync(service.revoke_access_token, api_key=api_key, token_id=token_id)
     return Response(status_code=204)
 
 
 @self_router.get("/get", response_model=ServiceOut, response_model_exclude_none=True)
-def get_own_service(caller: ServiceDep, session: SessionDep) -> ServiceOut:
-    return ServiceOut.of(service.get(session, api_key=caller.api_key))
+async def get_own_service(caller: ServiceDep, session: SessionDep) -> ServiceOut:
+    return ServiceOut.of(await session.run_sync(service.get, api_key=caller.api_key))
 
 
 @self_router.post(
@@ -152,10 +154,10 @@ def get_own_service(caller: ServiceDep, session: SessionDep) -> ServiceOut:
     response_model_exclude_none=True,
     openapi_extra=openapi_body(ServiceIn),
 )
-def update_own_service(
+async def update_own_service(
     request: Request, caller: ServiceDep, session: SessionDep, body: ServiceBody
 ) -> ServiceOut:
-    row = service.update(
-        session, api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()
+    row = await session.run_sync(
+        service.update, api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()
     )
     return ServiceOut.of(row)

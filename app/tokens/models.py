@@ -6,7 +6,7 @@ lookups go through `access_key`, a keyed digest of the hash (see `hashing.lookup
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -55,41 +55,78 @@ class TokenRow(Base):
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
     def state(self) -> TokenState:
-        return TokenState(
-            access_hash=self.access_hash,
-            scopes=tuple(self.scopes),
-            access_expires_at=self.access_expires_at,
-            persistent=self.persistent,
-            refresh_expires_at=self.refresh_expires_at if self.refresh_key else None,
-            properties=tuple(
-                Property(p["key"], p["value"], bool(p.get("hidden"))) for p in self.properties
-            ),
-            authorization_details=None
-            if self.authorization_details is None
-            else tuple(_element(e) for e in self.authorization_details),
-            certificate_thumbprint=self.certificate_thumbprint,
-            dpop_key_thumbprint=self.dpop_key_thumbprint,
-            for_external_attachment=self.for_external_attachment,
-        )
+        return state_of(self)
 
     def store(self, state: TokenState) -> None:
         """Write a state decided by the rules (the caller sets `access_key` with the hash)."""
-        self.access_hash = state.access_hash
-        self.scopes = list(state.scopes)
-        self.access_expires_at = state.access_expires_at
-        self.persistent = state.persistent
-        self.refresh_expires_at = state.refresh_expires_at
-        self.properties = [
+        for name, value in stored_columns(state).items():
+            setattr(self, name, value)
+
+
+class StoredToken(Protocol):
+    """The columns a token's state is read from: a `TokenRow`, or a Core row of `tokens`."""
+
+    @property
+    def access_hash(self) -> str: ...
+    @property
+    def scopes(self) -> list[str]: ...
+    @property
+    def access_expires_at(self) -> int: ...
+    @property
+    def persistent(self) -> bool: ...
+    @property
+    def refresh_key(self) -> str | None: ...
+    @property
+    def refresh_expires_at(self) -> int | None: ...
+    @property
+    def properties(self) -> list[dict[str, Any]]: ...
+    @property
+    def authorization_details(self) -> list[dict[str, Any]] | None: ...
+    @property
+    def certificate_thumbprint(self) -> str | None: ...
+    @property
+    def dpop_key_thumbprint(self) -> str | None: ...
+    @property
+    def for_external_attachment(self) -> bool: ...
+
+
+def state_of(row: StoredToken) -> TokenState:
+    return TokenState(
+        access_hash=row.access_hash,
+        scopes=tuple(row.scopes),
+        access_expires_at=row.access_expires_at,
+        persistent=row.persistent,
+        refresh_expires_at=row.refresh_expires_at if row.refresh_key else None,
+        properties=tuple(
+            Property(p["key"], p["value"], bool(p.get("hidden"))) for p in row.properties
+        ),
+        authorization_details=None
+        if row.authorization_details is None
+        else tuple(_element(e) for e in row.authorization_details),
+        certificate_thumbprint=row.certificate_thumbprint,
+        dpop_key_thumbprint=row.dpop_key_thumbprint,
+        for_external_attachment=row.for_external_attachment,
+    )
+
+
+def stored_columns(state: TokenState) -> dict[str, Any]:
+    """The columns that hold a state (all but `access_key`, which needs the server secret)."""
+    return {
+        "access_hash": state.access_hash,
+        "scopes": list(state.scopes),
+        "access_expires_at": state.access_expires_at,
+        "persistent": state.persistent,
+        "refresh_expires_at": state.refresh_expires_at,
+        "properties": [
             {"key": p.key, "value": p.value, "hidden": p.hidden} for p in state.properties
-        ]
-        self.authorization_details = (
-            None
-            if state.authorization_details is None
-            else [element_document(e) for e in state.authorization_details]
-        )
-        self.certificate_thumbprint = state.certificate_thumbprint
-        self.dpop_key_thumbprint = state.dpop_key_thumbprint
-        self.for_external_attachment = state.for_external_attachment
+        ],
+        "authorization_details": None
+        if state.authorization_details is None
+        else [element_document(e) for e in state.authorization_details],
+        "certificate_thumbprint": state.certificate_thumbprint,
+        "dpop_key_thumbprint": state.dpop_key_thumbprint,
+        "for_external_attachment": state.for_external_attachment,
+    }
 
 
 class DpopProofRow(Base):

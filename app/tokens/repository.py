@@ -8,13 +8,44 @@ transaction (see `app.db`) already serializes writers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, delete, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from app.tokens.models import DpopProofRow, TokenRow
+from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
+from app.tokens.rules import TokenState
+
+
+@dataclass(frozen=True, slots=True)
+class LockedToken:
+    """A token read under its row lock for an update: where it is, and its state."""
+
+    id: int
+    token_id: str
+    client_id: int
+    access_key: str
+    state: TokenState
+
+
+# The update is the hot path: its statements are Core, built once (no ORM unit of work,
+# no statement construction per call), and the lock comes with the read.
+_TOKENS = TokenRow.metadata.tables["tokens"]
+_LOCKED_BY_ACCESS_KEY = (
+    select(_TOKENS)
+    .where(_TOKENS.c.service_api_key == bindparam("service"))
+    .where(_TOKENS.c.access_key == bindparam("name"))
+    .with_for_update()
+)
+_LOCKED_BY_TOKEN_ID = (
+    select(_TOKENS)
+    .where(_TOKENS.c.service_api_key == bindparam("service"))
+    .where(_TOKENS.c.token_id == bindparam("name"))
+    .with_for_update()
+)
+_SAVE = update(_TOKENS).where(_TOKENS.c.id == bindparam("row_id"))
 
 
 def get_for_update(
@@ -23,17 +54,25 @@ def get_for_update(
     *,
     access_key: str | None = None,
     token_id: str | None = None,
-) -> TokenRow | None:
+) -> LockedToken | None:
     if access_key is not None:
-        match = TokenRow.access_key == access_key
+        statement, name = _LOCKED_BY_ACCESS_KEY, access_key
     elif token_id is not None:
-        match = TokenRow.token_id == token_id
+        statement, name = _LOCKED_BY_TOKEN_ID, token_id
     else:
         raise ValueError("name the token by access_key or token_id")
-    statement = (
-        select(TokenRow).where(TokenRow.service_api_key == service_api_key, match).with_for_update()
-    )
-    return session.scalars(statement).one_or_none()
+    row = session.execute(statement, {"service": service_api_key, "name": name}).first()
+    if row is None:
+        return None
+    return LockedToken(row.id, row.token_id, row.client_id, row.access_key, state_of(row))
+
+
+def save(
+    session: Session, token: LockedToken, state: TokenState, *, access_key: str, now: int
+) -> None:
+    """Writes the state the rules decided for a token read by `get_for_update`."""
+    columns = stored_columns(state) | {"access_key": access_key, "updated_at": now}
+    session.execute(_SAVE, {"row_id": token.id, **columns})
 
 
 def insert(session: Session, row: TokenRow) -> None:

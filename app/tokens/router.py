@@ -66,12 +66,12 @@ UpdateBody = Annotated[TokenUpdateIn, Depends(update_body)]
 UPDATE_DOC = openapi_body(TokenUpdateIn, form=True)
 
 
-def _update(
+async def _update(
     request: Request, caller_api_key: int, session: SessionDep, body: TokenUpdateIn
 ) -> TokenUpdateOut:
     try:
-        result = service.update(
-            session,
+        result = await session.run_sync(
+            service.update,
             service_api_key=caller_api_key,
             command=service.UpdateCommand(
                 access_token=body.access_token,
@@ -96,10 +96,10 @@ def _update(
     response_model_exclude_none=True,
     openapi_extra=UPDATE_DOC,
 )
-def update_token_legacy(
+async def update_token_legacy(
     request: Request, caller: ServiceDep, session: SessionDep, body: UpdateBody
 ) -> TokenUpdateOut:
-    return _update(request, caller.api_key, session, body)
+    return await _update(request, caller.api_key, session, body)
 
 
 @router.post(
@@ -108,10 +108,10 @@ def update_token_legacy(
     response_model_exclude_none=True,
     openapi_extra=UPDATE_DOC,
 )
-def update_token(
+async def update_token(
     request: Request, caller: ServiceDep, session: SessionDep, body: UpdateBody
 ) -> TokenUpdateOut:
-    return _update(request, caller.api_key, session, body)
+    return await _update(request, caller.api_key, session, body)
 
 
 @router.post(
@@ -120,14 +120,14 @@ def update_token(
     response_model_exclude_none=True,
     openapi_extra=openapi_body(TokenCreateIn),
 )
-def create_token(
+async def create_token(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
     body: Annotated[TokenCreateIn, Depends(json_body(TokenCreateIn))],
 ) -> TokenCreateOut:
-    result = service.create(
-        session,
+    result = await session.run_sync(
+        service.create,
         service_api_key=caller.api_key,
         command=service.CreateCommand(
             grant_type=body.grant_type.value if body.grant_type else None,
@@ -183,7 +183,7 @@ def _listed(row: TokenRow) -> AccessTokenOut:
 
 
 @router.get("/auth/token/get/list", response_model=TokenListOut, response_model_exclude_none=True)
-def list_tokens(
+async def list_tokens(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
@@ -194,8 +194,8 @@ def list_tokens(
     start: PageStart = 0,
     end: PageEnd = 5,
 ) -> TokenListOut:
-    found = service.page(
-        session,
+    found = await session.run_sync(
+        service.page,
         service_api_key=caller.api_key,
         client_identifier=client_identifier,
         subject=subject,
@@ -218,14 +218,14 @@ def list_tokens(
 
 
 @router.delete("/auth/token/delete/{accessTokenIdentifier}", status_code=204)
-def delete_token(
+async def delete_token(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
     identifier: Annotated[str, Path(alias="accessTokenIdentifier", max_length=1024)],
 ) -> Response:
-    service.delete(
-        session,
+    await session.run_sync(
+        service.delete,
         service_api_key=caller.api_key,
         identifier=identifier,
         hash_key=request.app.state.settings.hash_key,
@@ -236,14 +236,14 @@ def delete_token(
 @router.post(
     "/auth/token/revoke", response_model=TokenRevokeOut, openapi_extra=openapi_body(TokenRevokeIn)
 )
-def revoke_tokens(
+async def revoke_tokens(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
     body: Annotated[TokenRevokeIn, Depends(json_body(TokenRevokeIn))],
 ) -> TokenRevokeOut:
-    count = service.revoke(
-        session,
+    count = await session.run_sync(
+        service.revoke,
         service_api_key=caller.api_key,
         access_identifier=body.access_token_identifier,
         refresh_identifier=body.refresh_token_identifier,
@@ -270,14 +270,14 @@ def proof_policy(request: Request) -> ProofPolicy:
     response_model_exclude_none=True,
     openapi_extra=openapi_body(IntrospectionIn),
 )
-def introspect_token(
+async def introspect_token(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
     body: Annotated[IntrospectionIn, Depends(json_body(IntrospectionIn))],
 ) -> IntrospectionOut:
-    result = introspection.introspect(
-        session,
+    result = await session.run_sync(
+        introspection.introspect,
         service_api_key=caller.api_key,
         command=introspection.IntrospectionCommand(
             token=body.token,
@@ -328,14 +328,14 @@ def introspect_token(
     response_model=StandardIntrospectionOut,
     openapi_extra=openapi_body(StandardIntrospectionIn),
 )
-def introspect_token_standard(
+async def introspect_token_standard(
     request: Request,
     caller: ServiceDep,
     session: SessionDep,
     body: Annotated[StandardIntrospectionIn, Depends(json_body(StandardIntrospectionIn))],
 ) -> StandardIntrospectionOut:
-    result = introspection.standard_introspect(
-        session,
+    result = await session.run_sync(
+        introspection.standard_introspect,
         service_api_key=caller.api_key,
         parameters=body.parameters,
         hash_key=request.app.state.settings.hash_key,

@@ -112,31 +112,30 @@ def update(
         token_id=command.token_id,
     )
     if identifier.kind is Lookup.TOKEN_ID:
-        row = repository.get_for_update(session, service_api_key, token_id=identifier.text)
+        token = repository.get_for_update(session, service_api_key, token_id=identifier.text)
     else:
         hash_ = token_hash(identifier.text) if identifier.kind is Lookup.VALUE else identifier.text
         access_key = lookup_key(service_api_key, hash_, hash_key)
-        row = repository.get_for_update(session, service_api_key, access_key=access_key)
-    if row is None or not is_alive(state := row.state(), now):
+        token = repository.get_for_update(session, service_api_key, access_key=access_key)
+    if token is None or not is_alive(token.state, now):
         raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
 
     changes = command.changes
     policy = ScopePolicy(supported={})
     if changes.scopes is not None:
-        client = clients.get(session, service_api_key, row.client_id)
+        client = clients.get(session, service_api_key, token.client_id)
         policy = policy_for(
             session, service_api_key=service_api_key, client=client, scopes=changes.scopes
         )
-    decision = apply_update(state, changes, policy, now=now, new_value=new_value())
+    decision = apply_update(token.state, changes, policy, now=now, new_value=new_value())
 
+    stored_key = token.access_key
     if decision.new_value is not None:
-        row.access_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
-    row.store(decision.state)
-    row.updated_at = now
-    session.flush()
-    log.info("token updated token_id=%s regenerated=%s", row.token_id, bool(decision.new_value))
+        stored_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
+    repository.save(session, token, decision.state, access_key=stored_key, now=now)
+    log.info("token updated token_id=%s regenerated=%s", token.token_id, bool(decision.new_value))
     shown = decision.new_value or (identifier.text if identifier.kind is Lookup.VALUE else None)
-    return UpdateResult(decision.state, row.token_id, shown)
+    return UpdateResult(decision.state, token.token_id, shown)
 
 
 # --- Create --------------------------------------------------------------------------------

@@ -4,15 +4,11 @@ null, 0 or false where the caller set nothing, and it parses enums by name."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from authlete.api.authlete_api_exception import AuthleteApiException
 from authlete.api.authlete_api_impl import AuthleteApiImpl
 from authlete.conf.authlete_configuration import AuthleteConfiguration
@@ -34,34 +30,12 @@ from authlete.dto.token_revoke_request import TokenRevokeRequest
 from authlete.dto.token_update_action import TokenUpdateAction
 from authlete.dto.token_update_request import TokenUpdateRequest
 from authlete.types.grant_type import GrantType
-from fastapi import FastAPI
 
 from app.tokens.hashing import token_hash
 from tests.conftest import OPERATOR
 from tests.proofs import ProofMaker, self_signed_certificate
 
 THUMB = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-
-
-@pytest.fixture(scope="session")
-def base_url(app: FastAPI) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def api(base_url: str, **credentials: Any) -> AuthleteApiImpl:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -111,12 +111,12 @@ async def test_updates_of_different_tokens_proceed_side_by_side(world: World) ->
 
 
 @pytest.fixture
-def another_process(settings: Settings) -> Iterator[FastAPI]:
+async def another_process(settings: Settings) -> AsyncIterator[FastAPI]:
     """A second app on the same database with its own engine, pool and writer lock: what
     a second worker process is, as far as the database can tell."""
     app = create_app(settings)
     yield app
-    app.state.engine.dispose()
+    await app.state.engine.dispose()
 
 
 async def test_regenerations_from_two_processes_still_let_exactly_one_win(

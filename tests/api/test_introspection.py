@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -178,11 +178,11 @@ async def test_a_proof_recorded_before_a_forbidden_answer_still_counts_as_used(
 
 
 @pytest.fixture
-def second_process(settings: Settings) -> Iterator[FastAPI]:
+async def second_process(settings: Settings) -> AsyncIterator[FastAPI]:
     """Another server instance on the same database, with its own engine and pool."""
     app = create_app(settings)
     yield app
-    app.state.engine.dispose()
+    await app.state.engine.dispose()
 
 
 async def test_the_replay_cache_is_shared_by_every_process_on_the_database(

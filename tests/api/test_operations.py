@@ -37,7 +37,7 @@ async def test_readiness_fails_with_503_when_the_database_is_unreachable(
             assert (await client.get("/health")).status_code == 200
             response = await client.get("/ready")
     finally:
-        app.state.engine.dispose()
+        await app.state.engine.dispose()
     assert response.status_code == 503
     assert response.json() == {
         "resultCode": "DATABASE_UNAVAILABLE",

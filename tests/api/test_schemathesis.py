@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from fastapi import FastAPI
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.schemas import BaseSchema
@@ -18,9 +18,12 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
+from sqlalchemy import Engine
 
 from app.clients import service as clients
 from app.clients.service import ClientSpec
+from app.config import Settings
+from app.db import make_sessionmaker
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from tests.conftest import OPERATOR
@@ -33,19 +36,19 @@ def basic(key: str, secret: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_schema(app: FastAPI) -> BaseSchema:
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+def api_schema(base_url: str) -> BaseSchema:
+    return schemathesis.openapi.from_url(f"{base_url}/openapi.json")
 
 
 @pytest.fixture(scope="session")
-def credentials(app: FastAPI) -> Credentials:
+def credentials(settings: Settings, engine: Engine) -> Credentials:
     """Real credentials, so that generated calls get past authentication: the operator's
     for /api/service/*, a service's (with scopes and a client) for the rest."""
-    with app.state.sessionmaker.begin() as session:
+    with make_sessionmaker(engine).begin() as session:
         service, secret = services.create(
             session,
             spec=ServiceSpec("fuzzed", None, (ScopeSpec("read", None, ()),), None, None),
-            hash_key=app.state.settings.hash_key,
+            hash_key=settings.hash_key,
             now=1_800_000_000_000,
         )
         clients.create(
@@ -75,7 +78,7 @@ def test_no_operation_answers_5xx_or_off_its_schema(
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(
+        @hypothesis_settings(
             max_examples=15, deadline=None, database=None,
             suppress_health_check=list(HealthCheck),
         )  # fmt: skip

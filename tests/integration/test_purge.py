@@ -103,11 +103,14 @@ def test_the_purge_runs_beside_live_updates_without_losing_live_tokens(engine: E
             while not stop.is_set():
                 for token_id in live_ids:
                     with sessions.begin() as session:
-                        row = repository.get_for_update(
-                            session, int(token_id.split("-")[1]), token_id=token_id
+                        service_api_key = int(token_id.split("-")[1])
+                        token = repository.get_for_update(
+                            session, service_api_key, token_id=token_id
                         )
-                        assert row is not None
-                        row.updated_at += 1
+                        assert token is not None
+                        repository.save(
+                            session, token, token.state, access_key=token.access_key, now=NOW
+                        )
         except BaseException as error:  # reported by the assertions below
             errors.append(error)
 

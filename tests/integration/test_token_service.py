@@ -165,9 +165,9 @@ def test_a_rejected_update_leaves_the_row_as_it_was(session: Session) -> None:
             dpop_key_thumbprint="bad",
         )
     session.expire_all()
-    row = repository.get_for_update(session, api_key, token_id=created.row.token_id)
-    assert row is not None
-    assert row.state() == before
+    token = repository.get_for_update(session, api_key, token_id=created.row.token_id)
+    assert token is not None
+    assert token.state == before
 
 
 def test_another_service_cannot_reach_the_token_by_any_name(session: Session) -> None:
