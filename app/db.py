@@ -87,9 +87,10 @@ def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """The engine requests use: psycopg in async mode, or aiosqlite."""
     real_url = driver_url(url)
     if not is_sqlite(real_url):
-        return sqlalchemy_async_engine(
-            real_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
-        )
+        # No pre-ping (a round trip on every checkout): a connection that a database
+        # restart broke fails its request with 503, and SQLAlchemy then invalidates every
+        # older pooled connection at once (tests/resilience/test_database_outage.py).
+        return sqlalchemy_async_engine(real_url, pool_size=pool_size, max_overflow=pool_size)
     _make_sqlite_directory(real_url)
     async_url = make_url(real_url).set(drivername="sqlite+aiosqlite")
     engine = sqlalchemy_async_engine(
@@ -147,7 +148,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     lock: asyncio.Lock | None = request.app.state.writer_lock
     if lock is not None:
         try:
-            await asyncio.wait_for(lock.acquire(), timeout=SQLITE_BUSY_TIMEOUT_S)
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_S):
+                await lock.acquire()
         except TimeoutError:
             raise OperationalError("BEGIN", None, TimeoutError("the SQLite writer lock")) from None
     session: AsyncSession = request.app.state.sessionmaker()

@@ -77,12 +77,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.state.clock = clock
 
     install_error_handlers(app)
+    # Routes are matched in order: the update, the hot path, comes first.
+    app.include_router(update_router)
     app.include_router(services_router)
     app.include_router(service_api(), prefix="/api")
     # Authlete API v3 paths name the service; API.md serves them with the same routes.
     app.include_router(service_api(), prefix="/api/{serviceId:int}")
     app.include_router(services_self_router, prefix="/api/{serviceId:int}")
-    app.include_router(update_router)
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
