@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import get_session
 from app.errors import Unauthenticated
 from app.services import repository as services
 from app.tokens.hashing import secret_digest, service_token_key
+from app.transactions import UnitOfWork, get_session
 
 # Compared against when the API key is unknown, so that path does the same work.
 _UNKNOWN_DIGEST = "0" * 64
@@ -69,7 +68,7 @@ async def require_operator(request: Request) -> None:
         raise Unauthenticated("The operator credentials are wrong.")
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[UnitOfWork, Depends(get_session, scope="function")]
 
 
 async def require_service(request: Request, session: SessionDep) -> ServiceCaller:
@@ -86,7 +85,7 @@ async def require_service(request: Request, session: SessionDep) -> ServiceCalle
     return _for_path(request, api_key)
 
 
-async def _bearer_service(request: Request, session: AsyncSession, token: str) -> ServiceCaller:
+async def _bearer_service(request: Request, session: UnitOfWork, token: str) -> ServiceCaller:
     """Authlete API v3: a service access token that the operator created."""
     if not token:
         raise Unauthenticated("The Bearer credential is empty.")

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     admin_api_secret: SecretStr | None = None
     hash_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    db_pool_size: int = Field(default=10, ge=1)
+    # Connections per worker process, and how long a request waits for a free one (503).
+    db_pool_size: int = Field(default=16, ge=1)
+    db_pool_timeout_seconds: float = Field(default=10, gt=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     # RFC 9449 section 11.1: how old a DPoP proof's iat may be, and how far in the future.

@@ -1,18 +1,5 @@
-"""Engines, metadata and the one transaction owner.
-
-The request-scoped session (`get_session`) commits when the route returns and rolls back
-when it raises; services and repositories never commit. It runs with FastAPI's
-`scope="function"`, so the commit happens before the response is sent: a failed commit
-becomes an error response, never a 200 for a write that did not happen.
-
-Requests run on the event loop with an `AsyncSession` (psycopg's async mode; aiosqlite on
-SQLite). Services and repositories stay plain synchronous code over a `Session`: routes
-call them through `AsyncSession.run_sync`, where SQLAlchemy runs them in a greenlet and
-awaits each database round trip on the loop. Measured on the update path, this halved
-the server CPU per request against sync routes in the thread pool, whose four thread
-hand-offs and GIL contention on every round trip cost more than the work itself
-(bench/README.md). The same services run unchanged from the CLI and the tests, over a
-synchronous engine (`make_engine`).
+"""Engines and metadata: the synchronous engine that migrations, the CLI, background jobs,
+tests and (through app.transactions) SQLite requests use.
 
 SQLite: every transaction starts with `BEGIN IMMEDIATE`, taking the write lock up front.
 A deferred transaction that reads and then writes can fail with SQLITE_BUSY at the lock
@@ -22,18 +9,12 @@ WAL lets readers proceed beside the one writer.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
 from sqlalchemy import JSON, Engine, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -83,26 +64,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return engine
 
 
-def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """The engine requests use: psycopg in async mode, or aiosqlite."""
-    real_url = driver_url(url)
-    if not is_sqlite(real_url):
-        # No pre-ping (a round trip on every checkout): a connection that a database
-        # restart broke fails its request with 503, and SQLAlchemy then invalidates every
-        # older pooled connection at once (tests/resilience/test_database_outage.py).
-        return sqlalchemy_async_engine(real_url, pool_size=pool_size, max_overflow=pool_size)
-    _make_sqlite_directory(real_url)
-    async_url = make_url(real_url).set(drivername="sqlite+aiosqlite")
-    engine = sqlalchemy_async_engine(
-        async_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S},
-    )
-    _configure_sqlite(engine.sync_engine)
-    return engine
-
-
 def _make_sqlite_directory(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
@@ -129,40 +90,6 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-def make_async_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-def writer_lock(url: str) -> asyncio.Lock | None:
-    """SQLite has one writer at a time, and its busy handler makes a waiting writer sleep
-    in growing steps (up to 100 ms) while the lock may already be free: under concurrency
-    the tail latency reaches seconds. Queueing this process's transactions on a lock hands
-    it over at once; only other processes still meet SQLite's own locking."""
-    return asyncio.Lock() if is_sqlite(url) else None
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: commit on success, roll back on any error."""
-    lock: asyncio.Lock | None = request.app.state.writer_lock
-    if lock is not None:
-        try:
-            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_S):
-                await lock.acquire()
-        except TimeoutError:
-            raise OperationalError("BEGIN", None, TimeoutError("the SQLite writer lock")) from None
-    session: AsyncSession = request.app.state.sessionmaker()
-    try:
-        yield session
-        await session.commit()
-    except BaseException:
-        await session.rollback()
-        raise
-    finally:
-        await session.close()
-        if lock is not None:
-            lock.release()
 
 
 # JSON documents (scopes, properties, authorization details): JSONB on PostgreSQL.

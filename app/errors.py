@@ -102,3 +102,9 @@ class ServiceUnavailable(InternalError):
 
     status_code = 503
     result_code = "DATABASE_UNAVAILABLE"
+
+
+class ServiceBusy(ServiceUnavailable):
+    """Every pooled database connection stayed busy for the pool timeout: overload."""
+
+    result_code = "SERVICE_BUSY"

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +22,7 @@ from app.errors import (
     InternalError,
     MalformedRequest,
     PayloadTooLarge,
+    ServiceBusy,
     ServiceUnavailable,
     Unauthenticated,
 )
@@ -208,6 +210,11 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("database unavailable: %s", type(error).__name__)
         return render(ServiceUnavailable("The database is unavailable; retry later."))
 
+    async def on_pool_exhausted(_request: Request, error: Exception) -> JSONResponse:
+        # Every pooled connection stayed busy for the pool timeout: overload, not a fault.
+        log.warning("no database connection became free in time: %s", type(error).__name__)
+        return render(ServiceBusy("Every database connection is busy; retry later."))
+
     async def on_unfit_value(_request: Request, error: Exception) -> JSONResponse:
         # A value the edge let through but the database refuses (out of range, too long):
         # the caller's input, not a fault of the service. Rolled back like any error.
@@ -228,6 +235,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_database)
+    app.add_exception_handler(PoolTimeout, on_pool_exhausted)
     app.add_exception_handler(DataError, on_unfit_value)
     app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
     app.add_exception_handler(ClientDisconnect, on_client_gone)

@@ -20,8 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from sqlalchemy import Engine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import Pool, QueuePool
 
 REQUESTS = Counter(
     "tokenstore_http_requests_total",
@@ -56,15 +55,14 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     LATENCY.labels(route, method).observe(seconds)
 
 
-def observe_pool(engine: Engine) -> None:
-    pool = engine.pool
+def observe_pool(pool: Pool) -> None:
     if isinstance(pool, QueuePool):
         POOL_IN_USE.set(pool.checkedout())
         POOL_SIZE.set(pool.size())
 
 
 def metrics_endpoint(request: Request) -> Response:
-    observe_pool(request.app.state.engine)
+    observe_pool(request.app.state.database.pool)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -51,8 +51,9 @@ class ServiceIn(WireRequest):
 
 
 class PairOut(WireResponse):
-    key: str | None
-    value: str | None
+    # Omitted when null (the routes exclude None), so neither is required.
+    key: str | None = None
+    value: str | None = None
 
 
 class ScopeOut(WireResponse):

@@ -31,7 +31,7 @@ def anyio_backend() -> str:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     yield app
-    await app.state.engine.dispose()
+    await app.state.database.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """Concurrent updates of one token: every request answers, none is torn, none is lost.
 
-The requests run truly in parallel: the app serves them from its thread pool, each with its
-own database connection, so the row lock (PostgreSQL) or the immediate write transaction
-(SQLite) is what keeps them apart.
+The requests run concurrently on the app's event loop, each in its own transaction: on
+PostgreSQL each has its own connection and the row lock keeps them apart; on SQLite the
+process's writer lock and the immediate write transaction do.
 """
 
 from __future__ import annotations
@@ -112,11 +112,12 @@ async def test_updates_of_different_tokens_proceed_side_by_side(world: World) ->
 
 @pytest.fixture
 async def another_process(settings: Settings) -> AsyncIterator[FastAPI]:
-    """A second app on the same database with its own engine, pool and writer lock: what
-    a second worker process is, as far as the database can tell."""
+    """A second app on the same database with its own engine, pool and writer locks (its
+    own file descriptor for SQLite's `flock`): what a second worker process is, as far as
+    the database can tell."""
     app = create_app(settings)
     yield app
-    await app.state.engine.dispose()
+    await app.state.database.dispose()
 
 
 async def test_regenerations_from_two_processes_still_let_exactly_one_win(
@@ -125,8 +126,8 @@ async def test_regenerations_from_two_processes_still_let_exactly_one_win(
     transport = ASGITransport(app=another_process)
     async with AsyncClient(transport=transport, base_url="http://second") as other:
         # Several rounds: a race between processes is likely in one round, near-certain
-        # over five (each process has its own writer lock, so only the database's
-        # locking keeps them apart).
+        # over five (each process has its own asyncio lock, so only the row lock or the
+        # file lock and the database's own locking keep them apart).
         for _ in range(5):
             token = await world.token()
             body = {"accessToken": token["accessToken"], "accessTokenValueUpdated": True}

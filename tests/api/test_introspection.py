@@ -182,7 +182,7 @@ async def second_process(settings: Settings) -> AsyncIterator[FastAPI]:
     """Another server instance on the same database, with its own engine and pool."""
     app = create_app(settings)
     yield app
-    await app.state.engine.dispose()
+    await app.state.database.dispose()
 
 
 async def test_the_replay_cache_is_shared_by_every_process_on_the_database(

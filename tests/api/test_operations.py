@@ -10,12 +10,14 @@ from collections.abc import Iterator
 import pytest
 from httpx import ASGITransport, AsyncClient
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from app.config import Settings
 from app.logs import JsonFormatter, RequestIdFilter
 from app.main import create_app
 from app.tokens.hashing import token_hash
 from tests.api.world import World, ok
+from tests.conftest import OPERATOR
 
 pytestmark = pytest.mark.anyio
 
@@ -37,11 +39,34 @@ async def test_readiness_fails_with_503_when_the_database_is_unreachable(
             assert (await client.get("/health")).status_code == 200
             response = await client.get("/ready")
     finally:
-        await app.state.engine.dispose()
+        await app.state.database.dispose()
     assert response.status_code == 503
     assert response.json() == {
         "resultCode": "DATABASE_UNAVAILABLE",
         "resultMessage": "The database is unavailable; retry later.",
+        "action": "INTERNAL_SERVER_ERROR",
+    }
+
+
+async def test_a_request_that_waits_too_long_for_the_database_gets_503_and_it_recovers(
+    settings: Settings,
+) -> None:
+    """One pooled connection on PostgreSQL, the one writer on SQLite: while a transaction
+    holds it, another request waits for the timeout and is told the service is busy."""
+    small = settings.model_copy(update={"db_pool_size": 1, "db_pool_timeout_seconds": 0.2})
+    app = create_app(small)
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as client:
+            async with app.state.database.transaction() as held:
+                await held.run_sync(lambda session: session.execute(text("SELECT 1")))
+                busy = await client.get("/api/service/get/list", auth=OPERATOR)
+            assert (await client.get("/api/service/get/list", auth=OPERATOR)).status_code == 200
+    finally:
+        await app.state.database.dispose()
+    assert busy.status_code == 503
+    assert busy.json() == {
+        "resultCode": "SERVICE_BUSY",
+        "resultMessage": "Every database connection is busy; retry later.",
         "action": "INTERNAL_SERVER_ERROR",
     }
 

@@ -1,0 +1,227 @@
+"""The one transaction owner: each request's unit of work, on PostgreSQL or SQLite.
+
+The request-scoped unit of work (`get_session`) commits when the route returns and rolls
+back when it raises; services and repositories never commit. It runs with FastAPI's
+`scope="function"`, so the commit happens before the response is sent: a failed commit
+becomes an error response, never a 200 for a write that did not happen.
+
+Services and repositories are plain synchronous code over a `Session`. Routes hand them
+to the unit of work with `await work.run_sync(fn, ...)`, which runs them where the
+database is best driven from:
+
+- PostgreSQL (`AsyncDatabase`): on the event loop, through an `AsyncSession` over
+  psycopg's async mode; SQLAlchemy runs the function in a greenlet and awaits each round
+  trip on the loop. Against sync routes in the thread pool, whose thread hand-offs and GIL
+  contention on every round trip cost more than the work itself, this halved the server
+  CPU of an update (bench/README.md).
+- SQLite (`ThreadedDatabase`): on one thread of the process's own, over the synchronous
+  driver. SQLite has one writer at a time, so transactions queue on locks and each runs
+  on that thread: one hand-off per call instead of one per statement (aiosqlite's way,
+  which served about 1.5 times fewer updates per second on one worker).
+
+The same services run unchanged from the CLI and the tests, over a synchronous engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fcntl
+import functools
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from fastapi import Request
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as WaitTimeout
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import Pool
+
+from app.db import driver_url, is_sqlite, make_engine, make_sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class UnitOfWork(Protocol):
+    """What a route sees of its request's transaction."""
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
+
+
+class Database(Protocol):
+    pool: Pool
+
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def ping(self) -> None: ...
+
+    async def dispose(self) -> None: ...
+
+
+def open_database(url: str, *, pool_size: int, pool_timeout: float) -> Database:
+    if is_sqlite(url):
+        return ThreadedDatabase(url, pool_size=pool_size, wait_timeout=pool_timeout)
+    return AsyncDatabase(url, pool_size=pool_size, pool_timeout=pool_timeout)
+
+
+class AsyncDatabase:
+    """PostgreSQL from the event loop (psycopg's async mode)."""
+
+    def __init__(self, url: str, *, pool_size: int, pool_timeout: float) -> None:
+        # A fixed pool and no overflow: an overflow connection is closed when it is
+        # returned, so a load above the pool size opened and closed a connection per
+        # request (a PostgreSQL backend forked each time, psycopg's prepared statements
+        # lost). Requests beyond the pool wait their turn, up to `pool_timeout` seconds
+        # (then 503 SERVICE_BUSY), and PostgreSQL sees at most `pool_size` connections per
+        # worker. No pre-ping (a round trip on every checkout): a connection that a
+        # database restart broke fails its request with 503, and SQLAlchemy then
+        # invalidates every older pooled connection at once
+        # (tests/resilience/test_database_outage.py).
+        self.engine = create_async_engine(
+            driver_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout
+        )
+        self.pool = self.engine.pool
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        session = self._sessions()
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class ThreadedDatabase:
+    """SQLite from one thread of its own, one transaction at a time across the workers.
+
+    SQLite's busy handler makes a waiting writer sleep in growing steps (up to 100 ms)
+    while the lock may already be free: under concurrency the tail latency reached
+    seconds. So transactions queue on locks that hand over at once instead: an asyncio
+    lock between the requests of a process (a request that waits longer than
+    `wait_timeout` for it is answered 503), then an exclusive `flock` on a file beside the
+    database between the worker processes (the kernel wakes the next waiter when it is
+    released, and releases it when a process dies). Other programs on the same file
+    still meet SQLite's own locking (`BEGIN IMMEDIATE` and the busy timeout, app.db).
+
+    One thread runs every call in order, so whatever happens to the awaiting request
+    (a cancelled call, say), the rollback, the close and the file unlock run after what
+    was already started, and before the next transaction's first call.
+    """
+
+    def __init__(self, url: str, *, pool_size: int, wait_timeout: float) -> None:
+        self.engine: Engine = make_engine(url, pool_size=pool_size)
+        self._wait_timeout = wait_timeout
+        self.pool = self.engine.pool
+        self._sessions = make_sessionmaker(self.engine)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._writer = asyncio.Lock()
+        self._between_processes = _FileLock.beside(url)
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn` on the database thread, in this task's context (its log request id)."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._thread, call)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        try:
+            async with asyncio.timeout(self._wait_timeout):
+                await self._writer.acquire()
+        except TimeoutError:
+            # As a PostgreSQL request that finds no free pooled connection: 503 SERVICE_BUSY.
+            raise WaitTimeout("no turn at the SQLite writer lock in time") from None
+        try:
+            await self.call(self._between_processes.acquire)
+            session = self._sessions()
+            try:
+                yield _ThreadedSession(self, session)
+                await self.call(session.commit)
+            except BaseException:
+                await self.call(session.rollback)
+                raise
+            finally:
+                try:
+                    await self.call(session.close)
+                finally:
+                    await self.call(self._between_processes.release)
+        finally:
+            self._writer.release()
+
+    async def ping(self) -> None:
+        await self.call(_select_one, self.engine)
+
+    async def dispose(self) -> None:
+        await self.call(self.engine.dispose)
+        self._thread.shutdown(wait=True)
+        self._between_processes.close()
+
+
+class _FileLock:
+    """An exclusive `flock` on `<database>.lock`, held for one transaction (POSIX). An
+    in-memory database has no file and no other process: it needs none."""
+
+    def __init__(self, path: str | None) -> None:
+        self._fd = None if path is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @classmethod
+    def beside(cls, url: str) -> _FileLock:
+        database = make_url(url).database
+        return cls(None if not database or database == ":memory:" else f"{database}.lock")
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _ThreadedSession:
+    def __init__(self, database: ThreadedDatabase, session: Session) -> None:
+        self._database = database
+        self._session = session
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await self._database.call(fn, self._session, *args, **kwargs)
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def get_session(request: Request) -> AsyncIterator[UnitOfWork]:
+    """The request's unit of work: commit on success, roll back on any error."""
+    database: Database = request.app.state.database
+    async with database.transaction() as work:
+        yield work
