@@ -26,6 +26,9 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# A PostgreSQL host that accepts no connection (a dropped route, a full backlog) fails the
+# connection attempt after this long instead of the operating system's TCP timeout.
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 5}
 
 
 class Base(DeclarativeBase):
@@ -51,7 +54,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # pool_pre_ping: after a database restart, stale connections are replaced instead
         # of failing the next request.
         return create_engine(
-            real_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            real_url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args=POSTGRES_CONNECT_ARGS,
         )
     _make_sqlite_directory(real_url)
     engine = create_engine(

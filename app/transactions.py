@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from app.db import driver_url, is_sqlite, make_engine, make_sessionmaker
+from app.db import POSTGRES_CONNECT_ARGS, driver_url, is_sqlite, make_engine, make_sessionmaker
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,7 +86,11 @@ class AsyncDatabase:
         # invalidates every older pooled connection at once
         # (tests/resilience/test_database_outage.py).
         self.engine = create_async_engine(
-            driver_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout
+            driver_url(url),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            connect_args=POSTGRES_CONNECT_ARGS,
         )
         self.pool = self.engine.pool
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
