@@ -13,6 +13,7 @@ import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
+from app.filelock import FileLock
 from app.tokens import repository as tokens
 
 log = logging.getLogger("tokenstore.jobs")
@@ -51,14 +52,34 @@ def _in_batches(
 
 
 async def purge_periodically(
-    sessions: sessionmaker[Session], *, clock: Clock, interval_seconds: int, batch_size: int
+    sessions: sessionmaker[Session],
+    *,
+    clock: Clock,
+    interval_seconds: int,
+    batch_size: int,
+    turn: FileLock,
 ) -> None:
-    """Runs the purge every `interval_seconds` inside `serve`, off the event loop."""
+    """Runs the purge every `interval_seconds` inside `serve`, off the event loop. Every
+    worker process runs this loop; `turn`, a lock file all of them share, makes one of
+    them the purger (see `purge_in_turn`) and the others skip their rounds."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
             await anyio.to_thread.run_sync(
-                lambda: purge_expired(sessions, now=clock(), batch_size=batch_size)
+                lambda: purge_in_turn(sessions, turn, now=clock(), batch_size=batch_size)
             )
         except Exception:  # a failed run is logged and retried next time; serving goes on
             log.exception("periodic purge failed")
+
+
+def purge_in_turn(
+    sessions: sessionmaker[Session], turn: FileLock, *, now: int, batch_size: int
+) -> PurgeReport | None:
+    """The purge, if this process holds `turn`, or can take it; else None. The first to
+    take it keeps it for as long as it lives (taking it again is a no-op), so one worker
+    purges each round; when that one exits or dies, the kernel frees the lock and another
+    worker takes it at its next round."""
+    if not turn.acquire(wait=False):
+        log.debug("purge skipped: another worker purges")
+        return None
+    return purge_expired(sessions, now=now, batch_size=batch_size)

@@ -16,6 +16,7 @@ from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.filelock import FileLock
 from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
 from app.metrics import metrics_endpoint
 from app.services.router import router as services_router
@@ -64,12 +65,15 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         if settings.purge_interval_seconds > 0:
             # The purge is plain synchronous code in a thread, on an engine of its own.
             purge_engine = make_engine(settings.database_url, pool_size=1)
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            purge_turn = FileLock(settings.data_dir / "purge.lock")
             purge = asyncio.create_task(
                 jobs.purge_periodically(
                     make_sessionmaker(purge_engine),
                     clock=clock,
                     interval_seconds=settings.purge_interval_seconds,
                     batch_size=settings.purge_batch_size,
+                    turn=purge_turn,
                 )
             )
         tune_garbage_collector()
@@ -77,6 +81,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         if purge is not None:
             purge.cancel()
             purge_engine.dispose()
+            purge_turn.close()
         await database.dispose()
 
     app = FastAPI(

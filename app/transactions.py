@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import fcntl
 import functools
-import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -43,6 +41,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
 from app.db import POSTGRES_CONNECT_ARGS, driver_url, is_sqlite, make_engine, make_sessionmaker
+from app.filelock import FileLock
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -139,7 +138,7 @@ class ThreadedDatabase:
         self._sessions = make_sessionmaker(self.engine)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._writer = asyncio.Lock()
-        self._between_processes = _FileLock.beside(url)
+        self._between_processes = _lock_beside(url)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` on the database thread, in this task's context (its log request id)."""
@@ -157,7 +156,8 @@ class ThreadedDatabase:
             # As a PostgreSQL request that finds no free pooled connection: 503 SERVICE_BUSY.
             raise WaitTimeout("no turn at the SQLite writer lock in time") from None
         try:
-            await self.call(self._between_processes.acquire)
+            if self._between_processes is not None:
+                await self.call(self._between_processes.acquire)
             session = self._sessions()
             try:
                 yield _ThreadedSession(self, session)
@@ -169,7 +169,8 @@ class ThreadedDatabase:
                 try:
                     await self.call(session.close)
                 finally:
-                    await self.call(self._between_processes.release)
+                    if self._between_processes is not None:
+                        await self.call(self._between_processes.release)
         finally:
             self._writer.release()
 
@@ -179,33 +180,14 @@ class ThreadedDatabase:
     async def dispose(self) -> None:
         await self.call(self.engine.dispose)
         self._thread.shutdown(wait=True)
-        self._between_processes.close()
+        if self._between_processes is not None:
+            self._between_processes.close()
 
 
-class _FileLock:
-    """An exclusive `flock` on `<database>.lock`, held for one transaction (POSIX). An
-    in-memory database has no file and no other process: it needs none."""
-
-    def __init__(self, path: str | None) -> None:
-        self._fd = None if path is None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-    @classmethod
-    def beside(cls, url: str) -> _FileLock:
-        database = make_url(url).database
-        return cls(None if not database or database == ":memory:" else f"{database}.lock")
-
-    def acquire(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+def _lock_beside(url: str) -> FileLock | None:
+    """`<database>.lock`; an in-memory database has no file and no other process."""
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else FileLock(f"{database}.lock")
 
 
 class _ThreadedSession:

@@ -15,7 +15,8 @@ from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.config import Settings
 from app.db import make_sessionmaker
-from app.jobs import purge_expired
+from app.filelock import FileLock
+from app.jobs import purge_expired, purge_in_turn
 from app.services import service as services
 from app.services.service import ServiceSpec
 from app.tokens import repository
@@ -87,6 +88,31 @@ def test_expired_dpop_replay_records_are_forgotten(engine: Engine) -> None:
         keys = set(connection.execute(select(DpopProofRow.key)).scalars())
     assert "old-" + str(NOW) not in keys
     assert "new-" + str(NOW) in keys
+
+
+def test_one_worker_purges_and_another_takes_over_when_it_is_gone(
+    engine: Engine, tmp_path: Path
+) -> None:
+    sessions = make_sessionmaker(engine)
+    first, second = FileLock(tmp_path / "purge.lock"), FileLock(tmp_path / "purge.lock")
+    try:
+        _, ids = seed(engine, [{"access_expires_at": NOW - 1}])
+        assert purge_in_turn(sessions, first, now=NOW, batch_size=10) is not None
+        assert remaining(engine, ids) == set()
+
+        _, ids = seed(engine, [{"access_expires_at": NOW - 1}])
+        assert purge_in_turn(sessions, second, now=NOW, batch_size=10) is None  # skipped
+        assert remaining(engine, ids) == set(ids)
+        assert purge_in_turn(sessions, first, now=NOW, batch_size=10) is not None  # again
+        assert remaining(engine, ids) == set()
+
+        first.close()  # the purging worker exits
+        _, ids = seed(engine, [{"access_expires_at": NOW - 1}])
+        assert purge_in_turn(sessions, second, now=NOW, batch_size=10) is not None
+        assert remaining(engine, ids) == set()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_purge_runs_beside_live_updates_without_losing_live_tokens(engine: Engine) -> None:
