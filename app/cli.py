@@ -12,6 +12,8 @@ import tempfile
 import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from uvicorn.supervisors import Multiprocess
 
 from app import jobs, logs
@@ -139,6 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"tokenstore: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    except OperationalError as error:
+        # The driver's first line says why (refused, unknown host, authentication); the
+        # address is shown without its password.
+        reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
+        address = make_url(settings.database_url).render_as_string(hide_password=True)
+        print(  # noqa: T201
+            f"tokenstore: the database at {address} cannot be reached: {reason}. Start it, "
+            "or fix TOKENSTORE_DATABASE_URL.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -46,6 +46,25 @@ def test_production_without_secrets_refuses_to_start(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     "postgresql" not in BACKENDS, reason="PostgreSQL left out by TOKENSTORE_TEST_DATABASES"
 )
+@pytest.mark.parametrize("name", ["serve", "migrate"])
+def test_an_unreachable_database_is_one_clear_line_without_its_password(
+    name: str, tmp_path: Path
+) -> None:
+    env = clean_environment(
+        TOKENSTORE_ENV="production", TOKENSTORE_ADMIN_API_KEY="operator",
+        TOKENSTORE_ADMIN_API_SECRET="a" * 40, TOKENSTORE_HASH_SECRET="h" * 40,
+        TOKENSTORE_DATABASE_URL="postgresql://tokenstore:pass-w0rd@127.0.0.1:1/tokenstore",
+    )  # fmt: skip
+    result = command(name, cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "tokenstore: the database at postgresql://tokenstore:***@127.0.0.1:1/tokenstore "
+        "cannot be reached: "
+    )
+    assert "Traceback" not in result.stderr
+    assert "pass-w0rd" not in result.stderr + result.stdout
+
+
 def test_migrate_then_serve_on_postgresql(tmp_path: Path) -> None:
     with fresh_database("postgresql", tmp_path) as url:
         env = clean_environment(
