@@ -70,6 +70,16 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def migrated_database(backend: str, directory: Path) -> Iterator[str]:
+    """A new database of the backend with the schema at head; dropped afterwards."""
+    with fresh_database(backend, directory) as url:
+        engine = make_engine(url, pool_size=1)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
@@ -78,10 +88,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
-        engine = make_engine(url, pool_size=1)
-        upgrade(engine)
-        engine.dispose()
+    with migrated_database(backend, tmp_path_factory.mktemp(backend)) as url:
         yield url
 
 

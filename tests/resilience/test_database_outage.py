@@ -11,9 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import make_engine
-from app.migrate import upgrade
-from tests.conftest import BACKENDS, fresh_database
+from tests.conftest import BACKENDS, migrated_database
 from tests.resilience.load import Load, torn_tokens
 from tests.resilience.tenant import server_environment, tenant_with_tokens
 from tests.servers import serving
@@ -37,10 +35,7 @@ def cluster(action: str) -> None:
 def test_postgresql_down_under_load_gives_503_then_the_service_recovers_by_itself(
     tmp_path: Path,
 ) -> None:
-    with fresh_database("postgresql", tmp_path) as url:
-        engine = make_engine(url, pool_size=1)
-        upgrade(engine)
-        engine.dispose()
+    with migrated_database("postgresql", tmp_path) as url:
         with serving(tmp_path, server_environment(url)) as (base, _output):
             auth, tokens = tenant_with_tokens(base, 6)
             with Load(base, auth, tokens) as load:

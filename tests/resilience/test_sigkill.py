@@ -10,9 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app.db import make_engine
-from app.migrate import upgrade
-from tests.conftest import fresh_database
+from tests.conftest import migrated_database
 from tests.resilience.load import Load, torn_tokens
 from tests.resilience.tenant import server_environment, tenant_with_tokens
 from tests.servers import free_port, start, wait_until_healthy
@@ -21,10 +19,7 @@ from tests.servers import free_port, start, wait_until_healthy
 def test_sigkill_during_concurrent_updates_leaves_no_token_torn(
     backend: str, tmp_path: Path
 ) -> None:
-    with fresh_database(backend, tmp_path) as url:
-        engine = make_engine(url, pool_size=1)
-        upgrade(engine)
-        engine.dispose()
+    with migrated_database(backend, tmp_path) as url:
         env = server_environment(url)
         port = free_port()
         base = f"http://127.0.0.1:{port}"

@@ -7,9 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from app.db import make_engine
-from app.migrate import upgrade
-from tests.conftest import fresh_database
+from tests.conftest import migrated_database
 from tests.resilience.load import Load, torn_tokens
 from tests.resilience.tenant import server_environment, tenant_with_tokens
 from tests.servers import serving
@@ -18,10 +16,7 @@ from tests.servers import serving
 def test_two_workers_answer_every_concurrent_update_and_tear_no_token(
     backend: str, tmp_path: Path
 ) -> None:
-    with fresh_database(backend, tmp_path) as url:
-        engine = make_engine(url, pool_size=1)
-        upgrade(engine)
-        engine.dispose()
+    with migrated_database(backend, tmp_path) as url:
         with serving(tmp_path, server_environment(url), "--workers", "2") as (base, _):
             auth, tokens = tenant_with_tokens(base, 3)
             with Load(base, auth, tokens, threads=8) as load:
