@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Connections per worker process, and how long a request waits for a free one (503).
     db_pool_size: int = Field(default=16, ge=1)
     db_pool_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    # PostgreSQL: the longest a request's statement may run, lock waits included (503).
+    db_statement_timeout_seconds: float = Field(default=30, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     # RFC 9449 section 11.1: how old a DPoP proof's iat may be, and how far in the future.

@@ -182,6 +182,10 @@ def render(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status_code, headers=headers)
 
 
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout (query_canceled).
+QUERY_CANCELED = "57014"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
@@ -207,6 +211,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_database(_request: Request, error: Exception) -> JSONResponse:
         # The database is down or the connection broke: nothing was committed, and a
         # retry may succeed. Only the exception class is logged, never its parameters.
+        if getattr(getattr(error, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+            # The statement timeout: a lock held too long, or an overloaded database.
+            log.warning("database statement timed out: %s", type(error).__name__)
+            return render(ServiceBusy("The database did not answer in time; retry later."))
         log.error("database unavailable: %s", type(error).__name__)
         return render(ServiceUnavailable("The database is unavailable; retry later."))
 

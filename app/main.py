@@ -57,6 +57,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         settings.database_url,
         pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds,
     )
 
     @asynccontextmanager

@@ -65,16 +65,22 @@ class Database(Protocol):
     async def dispose(self) -> None: ...
 
 
-def open_database(url: str, *, pool_size: int, pool_timeout: float) -> Database:
+def open_database(
+    url: str, *, pool_size: int, pool_timeout: float, statement_timeout: float
+) -> Database:
     if is_sqlite(url):
         return ThreadedDatabase(url, pool_size=pool_size, wait_timeout=pool_timeout)
-    return AsyncDatabase(url, pool_size=pool_size, pool_timeout=pool_timeout)
+    return AsyncDatabase(
+        url, pool_size=pool_size, pool_timeout=pool_timeout, statement_timeout=statement_timeout
+    )
 
 
 class AsyncDatabase:
     """PostgreSQL from the event loop (psycopg's async mode)."""
 
-    def __init__(self, url: str, *, pool_size: int, pool_timeout: float) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int, pool_timeout: float, statement_timeout: float
+    ) -> None:
         # A fixed pool and no overflow: an overflow connection is closed when it is
         # returned, so a load above the pool size opened and closed a connection per
         # request (a PostgreSQL backend forked each time, psycopg's prepared statements
@@ -84,12 +90,19 @@ class AsyncDatabase:
         # database restart broke fails its request with 503, and SQLAlchemy then
         # invalidates every older pooled connection at once
         # (tests/resilience/test_database_outage.py).
+        # A statement timeout (lock waits count) bounds how long a stuck row lock or a slow
+        # database can hold a request and its connection: PostgreSQL cancels the
+        # statement, the transaction rolls back, and the request is answered 503.
+        timeout_ms = max(1, round(statement_timeout * 1000))
         self.engine = create_async_engine(
             driver_url(url),
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=pool_timeout,
-            connect_args=POSTGRES_CONNECT_ARGS,
+            connect_args={
+                **POSTGRES_CONNECT_ARGS,
+                "options": f"-c statement_timeout={timeout_ms}",
+            },
         )
         self.pool = self.engine.pool
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import Engine, select
 
 from app.config import Settings
 from app.main import create_app
 from app.tokens.hashing import token_hash
+from app.tokens.models import TokenRow
 from tests.api.world import World
 
 pytestmark = pytest.mark.anyio
@@ -142,3 +144,38 @@ async def test_regenerations_from_two_processes_still_let_exactly_one_win(
             assert [r.status_code for r in responses] == [200] * WRITERS
             actions = sorted(r.json()["action"] for r in responses)
             assert actions == ["NOT_FOUND"] * (WRITERS - 1) + ["OK"]
+
+
+async def test_an_update_held_up_by_a_row_lock_past_the_statement_timeout_gets_503(
+    world: World, settings: Settings, engine: Engine, backend: str, stored: Any
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite has no statement timeout: its wait is the pool timeout's test")
+    token = await world.token()
+    before = stored(token["tokenId"])
+    impatient = create_app(settings.model_copy(update={"db_statement_timeout_seconds": 0.3}))
+    body = {"accessToken": token["accessToken"], "accessTokenExpiresAt": 4_000_000_000_000}
+    try:
+        transport = ASGITransport(app=impatient)
+        async with AsyncClient(transport=transport, base_url="http://impatient") as client:
+            with engine.connect() as holder:  # another transaction holds the token's row
+                holder.execute(
+                    select(TokenRow.id)
+                    .where(TokenRow.token_id == token["tokenId"])
+                    .with_for_update()
+                )
+                held = await client.post("/auth/token/update", json=body, auth=world.auth)
+                unchanged = stored(token["tokenId"])
+                holder.rollback()
+            after = await client.post("/auth/token/update", json=body, auth=world.auth)
+    finally:
+        await impatient.state.database.dispose()
+    assert held.status_code == 503
+    assert held.json() == {
+        "resultCode": "SERVICE_BUSY",
+        "resultMessage": "The database did not answer in time; retry later.",
+        "action": "INTERNAL_SERVER_ERROR",
+    }
+    assert unchanged == before
+    assert after.json()["action"] == "OK"
+    assert after.json()["accessTokenExpiresAt"] == 4_000_000_000_000
