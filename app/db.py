@@ -61,7 +61,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             pool_pre_ping=True,
             connect_args=POSTGRES_CONNECT_ARGS,
         )
-    _make_sqlite_directory(real_url)
+    database = sqlite_file(real_url)
+    if database is not None:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         real_url,
         pool_size=pool_size,
@@ -72,10 +74,10 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return engine
 
 
-def _make_sqlite_directory(url: str) -> None:
+def sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database's file; None for an in-memory database."""
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    return database if database and database != ":memory:" else None
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -100,8 +102,13 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Every session, sync or async: rows stay readable after the commit, and nothing is
+# flushed before the service asks for it.
+SESSION_OPTIONS: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return sessionmaker(engine, **SESSION_OPTIONS)
 
 
 # JSON documents (scopes, properties, authorization details): JSONB on PostgreSQL.

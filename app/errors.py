@@ -105,6 +105,7 @@ class ServiceUnavailable(InternalError):
 
 
 class ServiceBusy(ServiceUnavailable):
-    """Every pooled database connection stayed busy for the pool timeout: overload."""
+    """Overload, not a fault: no pooled connection (or SQLite writer turn) came free within
+    the pool timeout, or PostgreSQL cancelled a statement at the statement timeout."""
 
     result_code = "SERVICE_BUSY"

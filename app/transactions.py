@@ -34,13 +34,20 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from fastapi import Request
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as WaitTimeout
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import Pool
 
-from app.db import POSTGRES_CONNECT_ARGS, driver_url, is_sqlite, make_engine, make_sessionmaker
+from app.db import (
+    POSTGRES_CONNECT_ARGS,
+    SESSION_OPTIONS,
+    driver_url,
+    is_sqlite,
+    make_engine,
+    make_sessionmaker,
+    sqlite_file,
+)
 from app.filelock import FileLock
 
 P = ParamSpec("P")
@@ -105,7 +112,7 @@ class AsyncDatabase:
             },
         )
         self.pool = self.engine.pool
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._sessions = async_sessionmaker(self.engine, **SESSION_OPTIONS)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -199,8 +206,8 @@ class ThreadedDatabase:
 
 def _lock_beside(url: str) -> FileLock | None:
     """`<database>.lock`; an in-memory database has no file and no other process."""
-    database = make_url(url).database
-    return None if not database or database == ":memory:" else FileLock(f"{database}.lock")
+    database = sqlite_file(url)
+    return None if database is None else FileLock(f"{database}.lock")
 
 
 class _ThreadedSession:
