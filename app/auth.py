@@ -2,8 +2,10 @@
 
 Both travel as HTTP Basic (API.md, "Parties and credentials"). Secrets are compared in
 constant time (`hmac.compare_digest`), and a service's secret is stored only as a keyed
-digest. An unknown API key costs the same digest computation as a known one, so response
-times do not tell which keys exist.
+digest. Service credentials are checked against the process's replica of them
+(app.credentials), without a database round trip. An unknown API key takes the same path
+and the same digest computation as a known one, so response times do not tell which keys
+exist.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.credentials import CredentialReplica
 from app.errors import Unauthenticated
-from app.services import repository as services
 from app.tokens.hashing import secret_digest, service_token_key
 from app.transactions import UnitOfWork, get_session
 
@@ -71,26 +73,35 @@ async def require_operator(request: Request) -> None:
 SessionDep = Annotated[UnitOfWork, Depends(get_session, scope="function")]
 
 
-async def require_service(request: Request, session: SessionDep) -> ServiceCaller:
+def replica_of(request: Request) -> CredentialReplica:
+    replica: CredentialReplica = request.app.state.credentials
+    return replica
+
+
+async def require_service(request: Request) -> ServiceCaller:
+    """The service whose credentials the request carries; no database round trip while the
+    replica is trusted (app.credentials), and no database resource held meanwhile."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return await _bearer_service(request, session, credential.strip())
+        return await _bearer_service(request, credential.strip())
     key, secret = basic_credentials(request)
-    api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else None
-    stored = None if api_key is None else await session.run_sync(services.secret_digest_of, api_key)
+    api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else 0
+    # An unparsable key is looked up as 0, which no service has: the same path as an
+    # unknown one.
+    stored = await replica_of(request).digest_of(api_key)
     given = secret_digest(secret, settings_of(request).hash_key)
     matches = hmac.compare_digest(given, stored or _UNKNOWN_DIGEST)
-    if stored is None or api_key is None or not matches:
+    if stored is None or not matches:
         raise Unauthenticated("The service credentials are wrong.")
     return _for_path(request, api_key)
 
 
-async def _bearer_service(request: Request, session: UnitOfWork, token: str) -> ServiceCaller:
+async def _bearer_service(request: Request, token: str) -> ServiceCaller:
     """Authlete API v3: a service access token that the operator created."""
     if not token:
         raise Unauthenticated("The Bearer credential is empty.")
     key = service_token_key(token, settings_of(request).hash_key)
-    api_key = await session.run_sync(services.service_of_access_token, key)
+    api_key = await replica_of(request).service_of_token(key)
     if api_key is None:
         raise Unauthenticated("The service access token is unknown or revoked.")
     return _for_path(request, api_key)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=10, gt=0, le=300)
     # PostgreSQL: the longest a request's statement may run, lock waits included (503).
     db_statement_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    # PostgreSQL: a transaction left idle this long is ended by the server (a safety net:
+    # no transaction waits on a client).
+    db_idle_in_transaction_timeout_seconds: float = Field(default=10, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     # RFC 9449 section 11.1: how old a DPoP proof's iat may be, and how far in the future.

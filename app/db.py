@@ -99,7 +99,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A pure read (the `READ_ONLY` execution option) takes no write lock: WAL lets it
+        # read a consistent snapshot beside the writer.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+# The execution option that marks an engine's transactions as pure reads (SQLite).
+READ_ONLY = "tokenstore_read_only"
 
 
 # Every session, sync or async: rows stay readable after the commit, and nothing is

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
+import psycopg
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -79,6 +80,14 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         return parse_json(model, await request.body())
 
     return dependency
+
+
+def json_response(model: BaseModel) -> Response:
+    """Our own output, serialized once: FastAPI would validate a returned model against the
+    route's response model again before serializing it (the model stays the documentation)."""
+    return Response(
+        model.model_dump_json(by_alias=True, exclude_none=True), media_type="application/json"
+    )
 
 
 def form_fields(raw: bytes) -> dict[str, list[str]]:
@@ -211,7 +220,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_database(_request: Request, error: Exception) -> JSONResponse:
         # The database is down or the connection broke: nothing was committed, and a
         # retry may succeed. Only the exception class is logged, never its parameters.
-        if getattr(getattr(error, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+        driver_error = getattr(error, "orig", error)  # SQLAlchemy wraps the driver's error
+        if getattr(driver_error, "sqlstate", None) == QUERY_CANCELED:
             # The statement timeout: a lock held too long, or an overloaded database.
             log.warning("database statement timed out: %s", type(error).__name__)
             return render(ServiceBusy("The database did not answer in time; retry later."))
@@ -246,6 +256,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, on_pool_exhausted)
     app.add_exception_handler(DataError, on_unfit_value)
     app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
+    app.add_exception_handler(
+        psycopg.Error, _driver_error(on_database, on_unfit_value, on_unexpected)
+    )
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
 
@@ -257,6 +270,25 @@ def _database_or_unexpected(
     async def handler(request: Request, error: Exception) -> JSONResponse:
         if isinstance(error, DBAPIError) and error.connection_invalidated:
             return await on_database(request, error)
+        return await on_unexpected(request, error)
+
+    return handler
+
+
+def _driver_error(
+    on_database: Callable[[Request, Exception], Awaitable[JSONResponse]],
+    on_unfit_value: Callable[[Request, Exception], Awaitable[JSONResponse]],
+    on_unexpected: Callable[[Request, Exception], Awaitable[JSONResponse]],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The hot path's errors straight from psycopg (app.tokens.repository), sorted as their
+    SQLAlchemy-wrapped twins are above."""
+
+    async def handler(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, psycopg.OperationalError):
+            # QueryCanceled (the statement timeout) is one too; on_database tells it apart.
+            return await on_database(request, error)
+        if isinstance(error, psycopg.DataError):
+            return await on_unfit_value(request, error)
         return await on_unexpected(request, error)
 
     return handler

@@ -8,15 +8,64 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio.to_thread
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clock import Clock
-from app.filelock import FileLock
 from app.tokens import repository as tokens
 
 log = logging.getLogger("tokenstore.jobs")
+
+
+class Turn(Protocol):
+    """Who runs the periodic purge: `acquire(wait=False)` is True for one process only."""
+
+    def acquire(self, *, wait: bool = True) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# The advisory lock's key: "tokenstore purge", any fixed 64-bit number will do.
+PURGE_LOCK_KEY = 0x746F6B656E707267
+
+
+class AdvisoryTurn:
+    """PostgreSQL: a session-level advisory lock, held on a connection of its own for as
+    long as the process lives, so one process among all those on every host that share the
+    database purges. When that process dies, its connection ends and the lock with it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def acquire(self, *, wait: bool = True) -> bool:
+        del wait  # never waits: another process purges meanwhile
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1"))
+            except DBAPIError:
+                self.close()
+            else:
+                return True  # still held: the connection that holds it is alive
+        connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        taken = connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": PURGE_LOCK_KEY}
+        ).scalar()
+        if taken:
+            self._connection = connection
+            return True
+        connection.close()
+        return False
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.invalidate()  # ends the session, and the lock with it
+            self._connection.close()
+            self._connection = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +106,7 @@ async def purge_periodically(
     clock: Clock,
     interval_seconds: int,
     batch_size: int,
-    turn: FileLock,
+    turn: Turn,
 ) -> None:
     """Runs the purge every `interval_seconds` inside `serve`, off the event loop. Every
     worker process runs this loop; `turn`, a lock file all of them share, makes one of
@@ -73,7 +122,7 @@ async def purge_periodically(
 
 
 def purge_in_turn(
-    sessions: sessionmaker[Session], turn: FileLock, *, now: int, batch_size: int
+    sessions: sessionmaker[Session], turn: Turn, *, now: int, batch_size: int
 ) -> PurgeReport | None:
     """The purge, if this process holds `turn`, or can take it; else None. The first to
     take it keeps it for as long as it lives (taking it again is a no-op), so one worker

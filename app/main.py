@@ -10,12 +10,14 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
 
 from app import jobs, logs
 from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker
+from app.credentials import CredentialReplica
+from app.db import is_sqlite, make_engine, make_sessionmaker
 from app.filelock import FileLock
 from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
 from app.metrics import metrics_endpoint
@@ -23,7 +25,7 @@ from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
 from app.tokens.router import router as tokens_router
 from app.tokens.router import update_router
-from app.transactions import open_database
+from app.transactions import AsyncDatabase, open_database
 
 VERSION = "0.1.0"
 
@@ -51,6 +53,15 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def purge_turn_for(settings: Settings, engine: Engine) -> jobs.Turn:
+    """Which process purges: an advisory lock on PostgreSQL (works across hosts), a lock
+    file in the data directory for SQLite (whose processes share one host)."""
+    if not is_sqlite(settings.database_url):
+        return jobs.AdvisoryTurn(engine)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(settings.data_dir / "purge.lock")
+
+
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     settings.check_production()
     database = open_database(
@@ -58,16 +69,20 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout_seconds,
         statement_timeout=settings.db_statement_timeout_seconds,
+        idle_in_transaction_timeout=settings.db_idle_in_transaction_timeout_seconds,
     )
+    credentials = CredentialReplica(settings.database_url, database.read)
+    if isinstance(database, AsyncDatabase):
+        database.after_announcements = credentials.delivered
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         purge = None
         if settings.purge_interval_seconds > 0:
             # The purge is plain synchronous code in a thread, on an engine of its own.
-            purge_engine = make_engine(settings.database_url, pool_size=1)
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            purge_turn = FileLock(settings.data_dir / "purge.lock")
+            # One connection for the batches, one for PostgreSQL's advisory lock.
+            purge_engine = make_engine(settings.database_url, pool_size=2)
+            purge_turn = purge_turn_for(settings, purge_engine)
             purge = asyncio.create_task(
                 jobs.purge_periodically(
                     make_sessionmaker(purge_engine),
@@ -83,6 +98,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
             purge.cancel()
             purge_engine.dispose()
             purge_turn.close()
+        await credentials.close()
         await database.dispose()
 
     app = FastAPI(
@@ -93,6 +109,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.credentials = credentials
     app.state.clock = clock
 
     install_error_handlers(app)

@@ -27,20 +27,28 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from fastapi import Request
+import psycopg
+from fastapi import Depends, Request
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import TimeoutError as WaitTimeout
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 from app.db import (
     POSTGRES_CONNECT_ARGS,
+    READ_ONLY,
     SESSION_OPTIONS,
     driver_url,
     is_sqlite,
@@ -48,8 +56,11 @@ from app.db import (
     make_sessionmaker,
     sqlite_file,
 )
-from app.filelock import FileLock
+from app.filelock import FileLock, LockTimeout
 
+IDLE = TransactionStatus.IDLE
+# The session's list of NOTIFY payloads its transaction sent (see `after_announcements`).
+ANNOUNCEMENTS = "tokenstore.credentials_changed"
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -64,8 +75,13 @@ class UnitOfWork(Protocol):
 
 class Database(Protocol):
     pool: Pool
+    url: str
 
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def read(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
 
     async def ping(self) -> None: ...
 
@@ -73,20 +89,39 @@ class Database(Protocol):
 
 
 def open_database(
-    url: str, *, pool_size: int, pool_timeout: float, statement_timeout: float
-) -> Database:
+    url: str,
+    *,
+    pool_size: int,
+    pool_timeout: float,
+    statement_timeout: float,
+    idle_in_transaction_timeout: float,
+) -> AsyncDatabase | ThreadedDatabase:
     if is_sqlite(url):
         return ThreadedDatabase(url, pool_size=pool_size, wait_timeout=pool_timeout)
     return AsyncDatabase(
-        url, pool_size=pool_size, pool_timeout=pool_timeout, statement_timeout=statement_timeout
+        url,
+        pool_size=pool_size,
+        pool_timeout=pool_timeout,
+        statement_timeout=statement_timeout,
+        idle_in_transaction_timeout=idle_in_transaction_timeout,
     )
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 class AsyncDatabase:
     """PostgreSQL from the event loop (psycopg's async mode)."""
 
     def __init__(
-        self, url: str, *, pool_size: int, pool_timeout: float, statement_timeout: float
+        self,
+        url: str,
+        *,
+        pool_size: int,
+        pool_timeout: float,
+        statement_timeout: float,
+        idle_in_transaction_timeout: float,
     ) -> None:
         # A fixed pool and no overflow: an overflow connection is closed when it is
         # returned, so a load above the pool size opened and closed a connection per
@@ -100,19 +135,29 @@ class AsyncDatabase:
         # A statement timeout (lock waits count) bounds how long a stuck row lock or a slow
         # database can hold a request and its connection: PostgreSQL cancels the
         # statement, the transaction rolls back, and the request is answered 503.
-        timeout_ms = max(1, round(statement_timeout * 1000))
-        self.engine = create_async_engine(
+        # No transaction waits on a client (requests are read whole before one opens), so
+        # a transaction left idle is a fault: PostgreSQL ends it, and its locks with it,
+        # after the idle-in-transaction timeout (a safety net the statement timeout is not).
+        options = (
+            f"-c statement_timeout={_milliseconds(statement_timeout)}"
+            f" -c idle_in_transaction_session_timeout={_milliseconds(idle_in_transaction_timeout)}"
+        )
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(
             driver_url(url),
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=pool_timeout,
             connect_args={
                 **POSTGRES_CONNECT_ARGS,
-                "options": f"-c statement_timeout={timeout_ms}",
+                "options": options,
             },
         )
         self.pool = self.engine.pool
         self._sessions = async_sessionmaker(self.engine, **SESSION_OPTIONS)
+        # Awaited after a commit that announced changes (NOTIFY payloads), before the
+        # answer goes out: app.credentials waits there for their delivery.
+        self.after_announcements: Callable[[list[str]], Awaitable[None]] | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -120,11 +165,52 @@ class AsyncDatabase:
         try:
             yield session
             await session.commit()
+            announced = session.sync_session.info.pop(ANNOUNCEMENTS, None)
+            if announced and self.after_announcements is not None:
+                await self.after_announcements(announced)
         except BaseException:
             await session.rollback()
             raise
         finally:
             await session.close()
+
+    async def read(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A read through the ORM, in a transaction of its own (rare paths only)."""
+        async with self.transaction() as work:
+            return await work.run_sync(fn, *args, **kwargs)
+
+    @asynccontextmanager
+    async def reads(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in autocommit, for the hot path's pure reads and single
+        statements: no BEGIN and no COMMIT around them (one round trip each)."""
+        async with self.engine.connect() as connection:
+            driver = await _driver(connection)
+            await driver.set_autocommit(True)
+            try:
+                yield driver
+            finally:
+                if driver.pgconn.transaction_status == IDLE:
+                    await driver.set_autocommit(False)
+                else:  # a broken connection: the pool discards it
+                    await connection.invalidate()
+
+    @asynccontextmanager
+    async def pipelined(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction on a pooled connection in pipeline mode, for the hot path's
+        read-modify-write: the BEGIN travels with the first statement and the COMMIT with
+        the last write, so a locked read and a write cost two round trips in all. Commits
+        when the block ends, rolls back when it raises."""
+        async with self.engine.connect() as connection:
+            driver = await _driver(connection)
+            try:
+                async with driver.pipeline():
+                    yield driver
+                    await driver.commit()
+            except BaseException:
+                await _rollback_or_discard(connection, driver)
+                raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
@@ -132,6 +218,21 @@ class AsyncDatabase:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _driver(connection: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    fairy = await connection.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+async def _rollback_or_discard(
+    connection: AsyncConnection, driver: psycopg.AsyncConnection[Any]
+) -> None:
+    try:
+        await driver.rollback()
+    except psycopg.Error:
+        await connection.invalidate()
 
 
 class ThreadedDatabase:
@@ -152,10 +253,12 @@ class ThreadedDatabase:
     """
 
     def __init__(self, url: str, *, pool_size: int, wait_timeout: float) -> None:
+        self.url = url
         self.engine: Engine = make_engine(url, pool_size=pool_size)
         self._wait_timeout = wait_timeout
         self.pool = self.engine.pool
         self._sessions = make_sessionmaker(self.engine)
+        self._read_sessions = make_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._writer = asyncio.Lock()
         self._between_processes = _lock_beside(url)
@@ -177,7 +280,11 @@ class ThreadedDatabase:
             raise WaitTimeout("no turn at the SQLite writer lock in time") from None
         try:
             if self._between_processes is not None:
-                await self.call(self._between_processes.acquire)
+                try:
+                    await self.call(self._between_processes.acquire, timeout=self._wait_timeout)
+                except LockTimeout:
+                    # Another worker process held the database for the whole wait.
+                    raise WaitTimeout("no turn at the SQLite file lock in time") from None
             session = self._sessions()
             try:
                 yield _ThreadedSession(self, session)
@@ -193,6 +300,15 @@ class ThreadedDatabase:
                         await self.call(self._between_processes.release)
         finally:
             self._writer.release()
+
+    async def read(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A pure read, in one call on the database thread and outside the writer's queue:
+        WAL lets it read a consistent snapshot beside a writer, and it takes no lock."""
+        return await self.call(
+            functools.partial(_read_once, self._read_sessions, fn, *args, **kwargs)
+        )
 
     async def ping(self) -> None:
         await self.call(_select_one, self.engine)
@@ -221,13 +337,31 @@ class _ThreadedSession:
         return await self._database.call(fn, self._session, *args, **kwargs)
 
 
+def _read_once(
+    sessions: sessionmaker[Session], fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    with sessions() as session:
+        return fn(session, *args, **kwargs)
+
+
 def _select_one(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
 
 
-async def get_session(request: Request) -> AsyncIterator[UnitOfWork]:
-    """The request's unit of work: commit on success, roll back on any error."""
+async def request_read(request: Request) -> None:
+    """Waits for the whole request body (Starlette keeps it for the body's own parser)."""
+    await request.body()
+
+
+async def get_session(
+    request: Request, _read: Annotated[None, Depends(request_read)]
+) -> AsyncIterator[UnitOfWork]:
+    """The request's unit of work: commit on success, roll back on any error.
+
+    It opens only once the whole request has arrived (`request_read`): no pooled
+    connection, transaction or lock is held while a client trickles its body. Routes also
+    declare it after their body and credentials, so those are parsed and checked first."""
     database: Database = request.app.state.database
     async with database.transaction() as work:
         yield work

@@ -22,7 +22,7 @@ ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
     openapi_extra=openapi_body(ClientIn),
 )
 async def create_client(
-    request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
+    request: Request, caller: ServiceDep, body: ClientBody, session: SessionDep
 ) -> ClientOut:
     row = await session.run_sync(
         service.create,
@@ -64,7 +64,7 @@ async def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep)
     openapi_extra=openapi_body(ClientIn),
 )
 async def update_client(
-    client_id: IdPath, request: Request, caller: ServiceDep, session: SessionDep, body: ClientBody
+    client_id: IdPath, request: Request, caller: ServiceDep, body: ClientBody, session: SessionDep
 ) -> ClientOut:
     row = await session.run_sync(
         service.update,

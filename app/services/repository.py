@@ -2,12 +2,50 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import String, any_, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
+from app.transactions import ANNOUNCEMENTS
+
+# Credentials: every write that changes them announces it in its own transaction, for the
+# per-process replicas (app.credentials).
+CREDENTIALS_CHANNEL = "tokenstore_credentials"
+# The session's list of this transaction's announcements (app.transactions reads it).
+CREDENTIALS_CHANGED = ANNOUNCEMENTS
+_NOTIFY = text(f"SELECT pg_notify('{CREDENTIALS_CHANNEL}', :payload)")
+
+
+def announce_credentials_changed(session: Session) -> None:
+    """PostgreSQL delivers the NOTIFY to every listener when the transaction commits (and
+    never when it rolls back), and the committing request waits until its own process has
+    received it; on SQLite, the commit bumps an epoch file (app.credentials)."""
+    payload = secrets.token_hex(8)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_NOTIFY, {"payload": payload})
+    session.info.setdefault(CREDENTIALS_CHANGED, []).append(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    digests: dict[int, str]  # API key -> digest of the API secret
+    bearer: dict[str, int]  # service access token key -> API key
+
+
+def all_credentials(session: Session) -> Credentials:
+    digests = session.execute(select(ServiceRow.api_key, ServiceRow.secret_digest))
+    bearer = session.execute(
+        select(ServiceAccessTokenRow.token_key, ServiceAccessTokenRow.service_api_key)
+    )
+    return Credentials(
+        digests={api_key: digest for api_key, digest in digests},  # noqa: C416 - rows, not pairs
+        bearer={key: api_key for key, api_key in bearer},  # noqa: C416
+    )
 
 
 def get(session: Session, api_key: int) -> ServiceRow | None:
@@ -47,6 +85,14 @@ def count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(ServiceRow)) or 0
 
 
+# The same lookup for psycopg directly (app.tokens.repository): an array parameter instead
+# of an expanding IN list, so the statement is fixed and can be prepared.
+SCOPES_NAMED_PG = select(ScopeRow.name, ScopeRow.attributes).where(
+    ScopeRow.service_api_key == bindparam("service"),
+    ScopeRow.name == any_(bindparam("names", type_=ARRAY(String))),
+)
+
+
 def scopes_named(session: Session, api_key: int, names: Sequence[str]) -> Sequence[ScopeRow]:
     """The service's scopes among `names` (the only ones an update or a creation needs)."""
     if not names:
@@ -60,6 +106,7 @@ def scopes_named(session: Session, api_key: int, names: Sequence[str]) -> Sequen
 def insert(session: Session, row: ServiceRow) -> None:
     session.add(row)
     session.flush()
+    announce_credentials_changed(session)
 
 
 def replace_scopes(session: Session, row: ServiceRow, scopes: Sequence[ScopeRow]) -> None:
@@ -74,12 +121,14 @@ def replace_scopes(session: Session, row: ServiceRow, scopes: Sequence[ScopeRow]
 def delete_service(session: Session, api_key: int) -> bool:
     """Deletes the service; its scopes, clients and tokens go with it (ON DELETE CASCADE)."""
     result = session.execute(delete(ServiceRow).where(ServiceRow.api_key == api_key))
+    announce_credentials_changed(session)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def insert_access_token(session: Session, row: ServiceAccessTokenRow) -> None:
     session.add(row)
     session.flush()
+    announce_credentials_changed(session)
 
 
 def access_tokens(session: Session, api_key: int) -> Sequence[ServiceAccessTokenRow]:
@@ -98,6 +147,7 @@ def delete_access_token(session: Session, api_key: int, token_id: str) -> bool:
             ServiceAccessTokenRow.token_id == token_id,
         )
     )
+    announce_credentials_changed(session)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

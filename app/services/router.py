@@ -31,7 +31,7 @@ ServiceBody = Annotated[ServiceIn, Depends(json_body(ServiceIn))]
     response_model_exclude_none=True,
 )
 async def create_service(
-    request: Request, _: OperatorDep, session: SessionDep, body: ServiceBody
+    request: Request, _: OperatorDep, body: ServiceBody, session: SessionDep
 ) -> ServiceOut:
     row, secret = await session.run_sync(
         service.create,
@@ -69,7 +69,7 @@ async def get_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> S
     response_model_exclude_none=True,
 )
 async def update_service(
-    api_key: IdPath, request: Request, _: OperatorDep, session: SessionDep, body: ServiceBody
+    api_key: IdPath, request: Request, _: OperatorDep, body: ServiceBody, session: SessionDep
 ) -> ServiceOut:
     row = await session.run_sync(
         service.update, api_key=api_key, spec=body.spec(), now=request.app.state.clock()
@@ -93,8 +93,8 @@ async def create_service_access_token(
     api_key: IdPath,
     request: Request,
     _: OperatorDep,
-    session: SessionDep,
     body: Annotated[AccessTokenCreateIn, Depends(json_body(AccessTokenCreateIn))],
+    session: SessionDep,
 ) -> ServiceAccessTokenOut:
     row, value = await session.run_sync(
         service.create_access_token,
@@ -155,7 +155,7 @@ async def get_own_service(caller: ServiceDep, session: SessionDep) -> ServiceOut
     openapi_extra=openapi_body(ServiceIn),
 )
 async def update_own_service(
-    request: Request, caller: ServiceDep, session: SessionDep, body: ServiceBody
+    request: Request, caller: ServiceDep, body: ServiceBody, session: SessionDep
 ) -> ServiceOut:
     row = await session.run_sync(
         service.update, api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()

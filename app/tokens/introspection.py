@@ -2,6 +2,9 @@
 
 Outcomes are returned, never raised: a DPoP proof's `jti` recorded on the way is a security
 effect, and it must commit even when a later check answers FORBIDDEN (STYLE.md).
+
+The I/O is the shell's (`repository.TokenReads`): one read for the token and its client's
+alias, and for a DPoP-bound token the replay record. Everything else is decided here.
 """
 
 from __future__ import annotations
@@ -13,14 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy.orm import Session
-
-from app.clients import repository as clients
-from app.tokens import binding, repository
+from app.tokens import binding
 from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
 from app.tokens.hashing import lookup_key, refresh_lookup_key, token_hash
-from app.tokens.models import TokenRow
-from app.tokens.rules import TokenState, is_expired
+from app.tokens.repository import FoundToken, TokenReads
+from app.tokens.rules import is_expired
 
 log = logging.getLogger("tokenstore.introspection")
 
@@ -42,9 +42,7 @@ class Introspection:
     result_code: str
     message: str
     response_content: str | None  # the WWW-Authenticate value for the resource server
-    row: TokenRow | None = None
-    state: TokenState | None = None
-    client_id_alias: str | None = None
+    token: FoundToken | None = None
     usable: bool = False
     sufficient: bool = False
     refreshable: bool = False
@@ -62,12 +60,8 @@ def challenge(scheme: str, error: str, description: str, *, scope: str | None = 
     return f"{scheme} " + ",".join(parts)
 
 
-def access_keys(service_api_key: int, value: str, hash_key: bytes) -> list[str]:
-    return [lookup_key(service_api_key, token_hash(value), hash_key)]
-
-
-def introspect(
-    session: Session,
+async def introspect(
+    reads: TokenReads,
     *,
     service_api_key: int,
     command: IntrospectionCommand,
@@ -81,34 +75,32 @@ def introspect(
             "BAD_REQUEST", "INTROSPECTION_TOKEN_MISSING", message,
             challenge("Bearer", "invalid_request", message),
         )  # fmt: skip
-    row = repository.find(
-        session, service_api_key, access_keys=access_keys(service_api_key, command.token, hash_key)
-    )
-    if row is None:
+    key = lookup_key(service_api_key, token_hash(command.token), hash_key)
+    tokens = await reads.find(service_api_key, access_key=key)
+    if not tokens:
         message = "The access token does not exist."
         return Introspection(
             "UNAUTHORIZED", "INTROSPECTION_TOKEN_UNKNOWN", message,
             challenge("Bearer", "invalid_token", message),
         )  # fmt: skip
-    state = row.state()
+    token = tokens[0]
+    state = token.state
     found = Introspection(
-        "OK", "INTROSPECTION_OK", "The access token is valid.", None, row=row, state=state,
+        "OK", "INTROSPECTION_OK", "The access token is valid.", None, token=token,
         refreshable=state.refresh_expires_at is not None
         and not is_expired(state.refresh_expires_at, now),
     )  # fmt: skip
     # Expiry, then proof of possession (before anything else is told), then what the
     # resource server asks of the token.
-    refusal = (
-        _expired(found, now)
-        or _possession(session, found, command, service_api_key, now, proof_policy)
-        or _authorization(found, command)
-    )
+    refusal = _expired(found, now)
+    if refusal is None:
+        refusal = await _possession(reads, found, command, service_api_key, now, proof_policy)
+    if refusal is None:
+        refusal = _authorization(found, command)
     if refusal is not None:
-        log.info("introspection refused token_id=%s code=%s", row.token_id, refusal.result_code)
+        log.info("introspection refused token_id=%s code=%s", token.token_id, refusal.result_code)
         return refusal
-    client = clients.get(session, service_api_key, row.client_id)
-    alias = client.client_id_alias if client else None
-    return replace(found, client_id_alias=alias, usable=True, sufficient=True)
+    return replace(found, usable=True, sufficient=True)
 
 
 def _refuse(
@@ -121,8 +113,8 @@ def _refuse(
     scope: str | None = None,
     usable: bool = False,
 ) -> Introspection:
-    assert found.state is not None  # noqa: S101 - only tokens that exist are refused here
-    content = challenge(found.state.token_type, error, message, scope=scope)
+    assert found.token is not None  # noqa: S101 - only tokens that exist are refused here
+    content = challenge(found.token.state.token_type, error, message, scope=scope)
     return replace(
         found, action=action, result_code=code, message=message, response_content=content,
         usable=usable,
@@ -130,8 +122,9 @@ def _refuse(
 
 
 def _expired(found: Introspection, now: int) -> Introspection | None:
-    assert found.state is not None  # noqa: S101
-    if found.state.persistent or not is_expired(found.state.access_expires_at, now):
+    assert found.token is not None  # noqa: S101
+    state = found.token.state
+    if state.persistent or not is_expired(state.access_expires_at, now):
         return None
     return _refuse(
         found, "UNAUTHORIZED", "INTROSPECTION_TOKEN_EXPIRED", "invalid_token",
@@ -139,8 +132,8 @@ def _expired(found: Introspection, now: int) -> Introspection | None:
     )  # fmt: skip
 
 
-def _possession(
-    session: Session,
+async def _possession(
+    reads: TokenReads,
     found: Introspection,
     command: IntrospectionCommand,
     service_api_key: int,
@@ -148,9 +141,9 @@ def _possession(
     policy: ProofPolicy,
 ) -> Introspection | None:
     """The DPoP proof (RFC 9449) or the client certificate (RFC 8705) the token is bound to."""
-    state = found.state
-    assert state is not None  # noqa: S101
+    assert found.token is not None  # noqa: S101
     assert command.token is not None  # noqa: S101
+    state = found.token.state
     if state.dpop_key_thumbprint:
         if not command.dpop:
             return _refuse(
@@ -171,9 +164,7 @@ def _possession(
                 f"{service_api_key}:{proof.jkt}:{proof.jti}".encode()
             ).hexdigest()
             # RFC 9449 section 11.1: a jti seen before, by any process, is a replay.
-            if not repository.remember_proof(
-                session, key=replay_key, expires_at=proof.remember_until
-            ):
+            if not await reads.remember_proof(key=replay_key, expires_at=proof.remember_until):
                 raise binding.ReplayedProof("The DPoP proof was used before.")
         except ProofError as error:
             code = "INTROSPECTION_DPOP_" + type(error).__name__.upper()
@@ -193,17 +184,16 @@ def _possession(
 
 def _authorization(found: Introspection, command: IntrospectionCommand) -> Introspection | None:
     """The scopes and the subject the resource server requires."""
-    assert found.state is not None  # noqa: S101
-    assert found.row is not None  # noqa: S101
+    assert found.token is not None  # noqa: S101
     if command.scopes:
-        missing = [scope for scope in command.scopes if scope not in found.state.scopes]
+        missing = [scope for scope in command.scopes if scope not in found.token.state.scopes]
         if missing:
             return _refuse(
                 found, "FORBIDDEN", "INTROSPECTION_SCOPE_INSUFFICIENT", "insufficient_scope",
                 "The access token lacks the scopes " + " ".join(missing) + ".",
                 scope=" ".join(command.scopes), usable=True,
             )  # fmt: skip
-    if command.subject is not None and command.subject != found.row.subject:
+    if command.subject is not None and command.subject != found.token.subject:
         return _refuse(
             found, "FORBIDDEN", "INTROSPECTION_SUBJECT_MISMATCH", "insufficient_scope",
             "The access token belongs to another subject.", usable=True,
@@ -227,10 +217,12 @@ def _rfc7662_error(message: str) -> StandardIntrospection:
     return StandardIntrospection("BAD_REQUEST", "STANDARD_INTROSPECTION_INVALID", message, content)
 
 
-def standard_introspect(
-    session: Session, *, service_api_key: int, parameters: str | None, hash_key: bytes, now: int
+async def standard_introspect(
+    reads: TokenReads, *, service_api_key: int, parameters: str | None, hash_key: bytes, now: int
 ) -> StandardIntrospection:
-    """RFC 7662 section 2: an unknown, expired or foreign token is just `{"active": false}`."""
+    """RFC 7662 section 2: an unknown, expired or foreign token is just `{"active": false}`.
+    The token is looked up as an access token and as a refresh token in one statement; the
+    hint only orders the answers."""
     try:
         fields = parse_qsl(parameters or "", keep_blank_values=True, strict_parsing=False)
     except ValueError:
@@ -238,15 +230,18 @@ def standard_introspect(
     tokens = [value for key, value in fields if key == "token"]
     if len(tokens) != 1 or not tokens[0]:
         return _rfc7662_error("Send exactly one token parameter (RFC 7662 section 2.1).")
-    token = tokens[0]
     hint = dict(fields).get("token_type_hint")
 
-    order = ("refresh_token", "access_token") if hint == "refresh_token" else (
-        "access_token", "refresh_token"
-    )  # fmt: skip
+    hash_ = token_hash(tokens[0])
+    found = await reads.find(
+        service_api_key,
+        access_key=lookup_key(service_api_key, hash_, hash_key),
+        refresh_key=refresh_lookup_key(service_api_key, hash_, hash_key),
+    )
+    refresh_first = hint == "refresh_token"
     content: dict[str, Any] = {"active": False}
-    for kind in order:
-        claims = _active_claims(session, service_api_key, token, kind, hash_key, now)
+    for token in sorted(found, key=lambda t: t.matched_refresh != refresh_first):
+        claims = _active_claims(token, now)
         if claims is not None:
             content = claims
             break
@@ -255,41 +250,34 @@ def standard_introspect(
     )
 
 
-def _active_claims(
-    session: Session, service_api_key: int, token: str, kind: str, hash_key: bytes, now: int
-) -> dict[str, Any] | None:
-    hash_ = token_hash(token)
-    if kind == "access_token":
-        row = repository.find(
-            session, service_api_key, access_keys=[lookup_key(service_api_key, hash_, hash_key)]
-        )
-        if row is None or (not row.persistent and is_expired(row.access_expires_at, now)):
+def _active_claims(token: FoundToken, now: int) -> dict[str, Any] | None:
+    state = token.state
+    if token.matched_refresh:
+        if state.refresh_expires_at is None or is_expired(state.refresh_expires_at, now):
             return None
-        expires_at = None if row.persistent else row.access_expires_at
+        expires_at: int | None = state.refresh_expires_at
     else:
-        refresh_key = refresh_lookup_key(service_api_key, hash_, hash_key)
-        row = repository.find(session, service_api_key, refresh_keys=[refresh_key])
-        if row is None or row.refresh_expires_at is None or is_expired(row.refresh_expires_at, now):
+        if not state.persistent and is_expired(state.access_expires_at, now):
             return None
-        expires_at = row.refresh_expires_at
+        expires_at = None if state.persistent else state.access_expires_at
     claims: dict[str, Any] = {
         "active": True,
-        "scope": " ".join(row.scopes),
-        "client_id": str(row.client_id),
-        "iat": row.created_at // 1000,
+        "scope": " ".join(state.scopes),
+        "client_id": str(token.client_id),
+        "iat": token.created_at // 1000,
     }
-    if row.subject is not None:
-        claims["sub"] = row.subject
+    if token.subject is not None:
+        claims["sub"] = token.subject
     if expires_at is not None:
         claims["exp"] = expires_at // 1000
-    if kind == "access_token":
-        claims["token_type"] = row.state().token_type
+    if not token.matched_refresh:
+        claims["token_type"] = state.token_type
         # RFC 9449 section 6.2 and RFC 8705 section 3.2: the confirmation of the binding.
         cnf = {}
-        if row.dpop_key_thumbprint:
-            cnf["jkt"] = row.dpop_key_thumbprint
-        if row.certificate_thumbprint:
-            cnf["x5t#S256"] = row.certificate_thumbprint
+        if state.dpop_key_thumbprint:
+            cnf["jkt"] = state.dpop_key_thumbprint
+        if state.certificate_thumbprint:
+            cnf["x5t#S256"] = state.certificate_thumbprint
         if cnf:
             claims["cnf"] = cnf
     return claims

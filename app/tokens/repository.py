@@ -1,22 +1,52 @@
 """All SQL about tokens. Every query is bounded to the caller's service.
 
-`get_for_update` takes the row lock for the read-modify-write of an update: `SELECT ...
-FOR UPDATE` on PostgreSQL; on SQLite the clause is a no-op and the immediate write
-transaction (see `app.db`) already serializes writers.
+The update's locked read takes the row lock for its read-modify-write: `SELECT ... FOR
+UPDATE` on PostgreSQL; on SQLite the clause is a no-op and the immediate write transaction
+(see `app.db`) already serializes writers.
+
+The hot path (introspection and the update) runs on PostgreSQL through psycopg directly
+(`PostgresTokens`): the statements are SQLAlchemy Core, built once from the table metadata
+and compiled once to psycopg's SQL, then prepared on each connection. Introspection is one
+round trip in autocommit; the update is two, in pipeline mode (BEGIN with the locked read
+and the service's scopes, then the write with the COMMIT). On SQLite the same statements
+run through a `Session` on the database thread (`SessionTokens`), where a call costs no
+network round trip. The other paths use the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, not_, or_, select, update
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
+from app.clients.models import ClientRow
+from app.services import repository as services
 from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
 from app.tokens.rules import TokenState
+from app.transactions import AsyncDatabase, ThreadedDatabase, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,49 +60,337 @@ class LockedToken:
     state: TokenState
 
 
-# The update is the hot path: its statements are Core, built once (no ORM unit of work,
-# no statement construction per call), and the lock comes with the read.
+@dataclass(frozen=True, slots=True)
+class ClientScopes:
+    """What the update's scope rules need of the token's client."""
+
+    requestable_scopes_enabled: bool
+    requestable_scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateTarget:
+    """A token locked for an update, with the scope data its rules may need."""
+
+    token: LockedToken
+    client: ClientScopes | None
+    # The service's scopes among those the request names: name -> attributes.
+    scopes: Mapping[str, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class FoundToken:
+    """A token as introspection sees it, with its client's alias (one statement)."""
+
+    token_id: str
+    client_id: int
+    client_id_alias: str | None
+    subject: str | None
+    grant_type: str | None
+    created_at: int
+    matched_refresh: bool  # found by its refresh token's key, not its access token's
+    state: TokenState
+
+
+class TokenWrites(Protocol):
+    """The update's transaction: the locked read, then the write."""
+
+    async def load_for_update(
+        self,
+        service_api_key: int,
+        *,
+        access_key: str | None,
+        token_id: str | None,
+        scope_names: Sequence[str] | None,
+    ) -> UpdateTarget | None: ...
+
+    async def save(
+        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
+    ) -> None: ...
+
+
+class TokenReads(Protocol):
+    """Introspection's I/O: one read, and the DPoP replay record."""
+
+    async def find(
+        self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+    ) -> list[FoundToken]: ...
+
+    async def remember_proof(self, *, key: str, expires_at: int) -> bool: ...
+
+
+# --- The hot path's statements (Core, built once) ------------------------------------------
+
 _TOKENS = TokenRow.metadata.tables["tokens"]
-_LOCKED_BY_ACCESS_KEY = (
-    select(_TOKENS)
-    .where(_TOKENS.c.service_api_key == bindparam("service"))
-    .where(_TOKENS.c.access_key == bindparam("name"))
-    .with_for_update()
-)
-_LOCKED_BY_TOKEN_ID = (
-    select(_TOKENS)
-    .where(_TOKENS.c.service_api_key == bindparam("service"))
-    .where(_TOKENS.c.token_id == bindparam("name"))
-    .with_for_update()
-)
-_SAVE = update(_TOKENS).where(_TOKENS.c.id == bindparam("row_id"))
+_CLIENTS = ClientRow.metadata.tables["clients"]
+_JSON_COLUMNS = frozenset(c.name for c in _TOKENS.columns if isinstance(c.type, JSON))
 
 
-def get_for_update(
+def _locked(name: ColumnElement[bool]) -> Select[Any]:
+    """The token, locked (its row only), with what the scope rules need of its client."""
+    return (
+        select(_TOKENS, _CLIENTS.c.requestable_scopes_enabled, _CLIENTS.c.requestable_scopes)
+        .join_from(_TOKENS, _CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id, isouter=True)
+        .where(_TOKENS.c.service_api_key == bindparam("service"), name)
+        .with_for_update(of=_TOKENS)
+    )
+
+
+_LOCKED_BY_ACCESS_KEY = _locked(_TOKENS.c.access_key == bindparam("name"))
+_LOCKED_BY_TOKEN_ID = _locked(_TOKENS.c.token_id == bindparam("name"))
+_SAVED_COLUMNS = (*stored_columns(TokenState("", (), 0, False, None)), "access_key", "updated_at")
+_SAVE = (
+    update(_TOKENS)
+    .where(_TOKENS.c.id == bindparam("row_id"))
+    .values({name: bindparam(name) for name in _SAVED_COLUMNS})
+)
+_INTROSPECTED = (
+    select(_TOKENS, _CLIENTS.c.client_id_alias)
+    .join_from(_TOKENS, _CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id, isouter=True)
+    .where(
+        _TOKENS.c.service_api_key == bindparam("service"),
+        or_(_TOKENS.c.access_key == bindparam("key"), _TOKENS.c.refresh_key == bindparam("rkey")),
+    )
+)
+_REMEMBER_PROOF_PG = (
+    postgresql_insert(DpopProofRow)
+    .values(key=bindparam("key"), expires_at=bindparam("expires_at"))
+    .on_conflict_do_nothing(index_elements=["key"])
+    .returning(DpopProofRow.key)
+)
+
+
+def _lock_params(
+    service_api_key: int, access_key: str | None, token_id: str | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    if access_key is not None:
+        return _LOCKED_BY_ACCESS_KEY, {"service": service_api_key, "name": access_key}
+    if token_id is not None:
+        return _LOCKED_BY_TOKEN_ID, {"service": service_api_key, "name": token_id}
+    raise ValueError("name the token by access_key or token_id")
+
+
+def _save_params(
+    token: LockedToken, state: TokenState, access_key: str, now: int
+) -> dict[str, Any]:
+    return stored_columns(state) | {"access_key": access_key, "updated_at": now, "row_id": token.id}
+
+
+def _target(row: Any, scopes: Mapping[str, list[dict[str, Any]]]) -> UpdateTarget:
+    client = (
+        None
+        if row.requestable_scopes_enabled is None
+        else ClientScopes(bool(row.requestable_scopes_enabled), tuple(row.requestable_scopes))
+    )
+    token = LockedToken(row.id, row.token_id, row.client_id, row.access_key, state_of(row))
+    return UpdateTarget(token, client, scopes)
+
+
+def _found(row: Any, refresh_key: str | None) -> FoundToken:
+    return FoundToken(
+        token_id=row.token_id,
+        client_id=row.client_id,
+        client_id_alias=row.client_id_alias,
+        subject=row.subject,
+        grant_type=row.grant_type,
+        created_at=row.created_at,
+        matched_refresh=refresh_key is not None and row.refresh_key == refresh_key,
+        state=state_of(row),
+    )
+
+
+# --- PostgreSQL: psycopg directly ----------------------------------------------------------
+
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+def _sql(statement: ClauseElement) -> str:
+    return str(statement.compile(dialect=_DIALECT))
+
+
+_PG_LOCKED = {id(s): _sql(s) for s in (_LOCKED_BY_ACCESS_KEY, _LOCKED_BY_TOKEN_ID)}
+_PG_SAVE = _sql(_SAVE)
+_PG_INTROSPECTED = _sql(_INTROSPECTED)
+_PG_SCOPES_NAMED = _sql(services.SCOPES_NAMED_PG)
+_PG_REMEMBER_PROOF = _sql(_REMEMBER_PROOF_PG)
+
+
+def _pg_params(params: dict[str, Any]) -> dict[str, Any]:
+    """JSON documents travel as jsonb (psycopg would send a list as an array)."""
+    return {
+        name: Jsonb(value) if name in _JSON_COLUMNS and value is not None else value
+        for name, value in params.items()
+    }
+
+
+class PostgresTokens:
+    """The hot path on one psycopg connection (see the module docstring)."""
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def load_for_update(
+        self,
+        service_api_key: int,
+        *,
+        access_key: str | None,
+        token_id: str | None,
+        scope_names: Sequence[str] | None,
+    ) -> UpdateTarget | None:
+        statement, params = _lock_params(service_api_key, access_key, token_id)
+        token_cursor = self._connection.cursor(row_factory=namedtuple_row)
+        # Pipeline mode: both statements (and the BEGIN before them) leave together.
+        await token_cursor.execute(_PG_LOCKED[id(statement)], params, prepare=True)
+        scope_cursor = None
+        if scope_names:
+            scope_cursor = self._connection.cursor()
+            await scope_cursor.execute(
+                _PG_SCOPES_NAMED,
+                {"service": service_api_key, "names": list(set(scope_names))},
+                prepare=True,
+            )
+        row = await token_cursor.fetchone()
+        scopes = {} if scope_cursor is None else dict(await scope_cursor.fetchall())
+        return None if row is None else _target(row, scopes)
+
+    async def save(
+        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
+    ) -> None:
+        # Sent now, answered with the COMMIT (app.transactions.AsyncDatabase.pipelined).
+        await self._connection.execute(
+            _PG_SAVE, _pg_params(_save_params(token, state, access_key, now)), prepare=True
+        )
+
+    async def find(
+        self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+    ) -> list[FoundToken]:
+        cursor = self._connection.cursor(row_factory=namedtuple_row)
+        await cursor.execute(
+            _PG_INTROSPECTED,
+            {"service": service_api_key, "key": access_key, "rkey": refresh_key},
+            prepare=True,
+        )
+        return [_found(row, refresh_key) for row in await cursor.fetchall()]
+
+    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
+        cursor = await self._connection.execute(
+            _PG_REMEMBER_PROOF, {"key": key, "expires_at": expires_at}, prepare=True
+        )
+        return await cursor.fetchone() is not None
+
+
+class PostgresReads:
+    """Introspection's reads, each on a pooled connection in autocommit (one round trip)."""
+
+    def __init__(self, database: AsyncDatabase) -> None:
+        self._database = database
+
+    async def find(
+        self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+    ) -> list[FoundToken]:
+        async with self._database.reads() as connection:
+            return await PostgresTokens(connection).find(
+                service_api_key, access_key=access_key, refresh_key=refresh_key
+            )
+
+    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
+        async with self._database.reads() as connection:
+            return await PostgresTokens(connection).remember_proof(key=key, expires_at=expires_at)
+
+
+# --- SQLite (and any Session): the same statements through SQLAlchemy -----------------------
+
+
+def load_for_update(
     session: Session,
     service_api_key: int,
     *,
-    access_key: str | None = None,
-    token_id: str | None = None,
-) -> LockedToken | None:
-    if access_key is not None:
-        statement, name = _LOCKED_BY_ACCESS_KEY, access_key
-    elif token_id is not None:
-        statement, name = _LOCKED_BY_TOKEN_ID, token_id
-    else:
-        raise ValueError("name the token by access_key or token_id")
-    row = session.execute(statement, {"service": service_api_key, "name": name}).first()
+    access_key: str | None,
+    token_id: str | None,
+    scope_names: Sequence[str] | None,
+) -> UpdateTarget | None:
+    statement, params = _lock_params(service_api_key, access_key, token_id)
+    row = session.execute(statement, params).first()
     if row is None:
         return None
-    return LockedToken(row.id, row.token_id, row.client_id, row.access_key, state_of(row))
+    named = services.scopes_named(session, service_api_key, scope_names or ())
+    return _target(row, {scope.name: scope.attributes for scope in named})
 
 
 def save(
     session: Session, token: LockedToken, state: TokenState, *, access_key: str, now: int
 ) -> None:
-    """Writes the state the rules decided for a token read by `get_for_update`."""
-    columns = stored_columns(state) | {"access_key": access_key, "updated_at": now}
-    session.execute(_SAVE, {"row_id": token.id, **columns})
+    """Writes the state the rules decided for a token read by `load_for_update`."""
+    session.execute(_SAVE, _save_params(token, state, access_key, now))
+
+
+def find_for_introspection(
+    session: Session, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+) -> list[FoundToken]:
+    params = {"service": service_api_key, "key": access_key, "rkey": refresh_key}
+    return [_found(row, refresh_key) for row in session.execute(_INTROSPECTED, params)]
+
+
+class SessionTokens:
+    """The update's transaction on a unit of work (SQLite: one call per step)."""
+
+    def __init__(self, work: UnitOfWork) -> None:
+        self._work = work
+
+    async def load_for_update(
+        self,
+        service_api_key: int,
+        *,
+        access_key: str | None,
+        token_id: str | None,
+        scope_names: Sequence[str] | None,
+    ) -> UpdateTarget | None:
+        return await self._work.run_sync(
+            load_for_update, service_api_key, access_key=access_key, token_id=token_id,
+            scope_names=scope_names,
+        )  # fmt: skip
+
+    async def save(
+        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
+    ) -> None:
+        await self._work.run_sync(save, token, state, access_key=access_key, now=now)
+
+
+class SessionReads:
+    """Introspection's reads on SQLite: a pure read outside the writer's queue, and the
+    replay record in a write transaction."""
+
+    def __init__(self, database: ThreadedDatabase) -> None:
+        self._database = database
+
+    async def find(
+        self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+    ) -> list[FoundToken]:
+        return await self._database.read(
+            find_for_introspection, service_api_key, access_key=access_key,
+            refresh_key=refresh_key,
+        )  # fmt: skip
+
+    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
+        async with self._database.transaction() as work:
+            return await work.run_sync(remember_proof, key=key, expires_at=expires_at)
+
+
+@asynccontextmanager
+async def writes(database: AsyncDatabase | ThreadedDatabase) -> AsyncIterator[TokenWrites]:
+    """The update's transaction, committed when the block ends (app.transactions owns it)."""
+    if isinstance(database, AsyncDatabase):
+        async with database.pipelined() as connection:
+            yield PostgresTokens(connection)
+    else:
+        async with database.transaction() as work:
+            yield SessionTokens(work)
+
+
+def reads(database: AsyncDatabase | ThreadedDatabase) -> TokenReads:
+    if isinstance(database, AsyncDatabase):
+        return PostgresReads(database)
+    return SessionReads(database)
 
 
 def insert(session: Session, row: TokenRow) -> None:

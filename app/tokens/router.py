@@ -18,10 +18,11 @@ from app.http import (
     describe,
     form_fields,
     json_body,
+    json_response,
     media_type,
     openapi_body,
 )
-from app.tokens import introspection, service
+from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
 from app.tokens.rules import response_expires_at
@@ -66,28 +67,36 @@ UpdateBody = Annotated[TokenUpdateIn, Depends(update_body)]
 UPDATE_DOC = openapi_body(TokenUpdateIn, form=True)
 
 
-async def _update(
-    request: Request, caller_api_key: int, session: SessionDep, body: TokenUpdateIn
-) -> TokenUpdateOut:
+async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) -> Response:
+    """The body has been read and validated and the caller authenticated before the update's
+    transaction opens; it commits before the answer is sent."""
+    command = service.UpdateCommand(
+        access_token=body.access_token,
+        access_token_hash=body.access_token_hash,
+        token_id=body.token_id,
+        changes=body.changes(),
+    )
     try:
-        result = await session.run_sync(
-            service.update,
-            service_api_key=caller_api_key,
-            command=service.UpdateCommand(
-                access_token=body.access_token,
-                access_token_hash=body.access_token_hash,
-                token_id=body.token_id,
-                changes=body.changes(),
-            ),
-            hash_key=request.app.state.settings.hash_key,
-            now=request.app.state.clock(),
-        )
+        async with repository.writes(request.app.state.database) as writes:
+            result = await service.update(
+                writes,
+                service_api_key=caller_api_key,
+                command=command,
+                hash_key=request.app.state.settings.hash_key,
+                now=request.app.state.clock(),
+            )
+            # Inside the transaction: an answer that cannot be built rolls the update back.
+            response = json_response(
+                TokenUpdateOut.of(
+                    result.state, token_id=result.token_id, shown_value=result.shown_value
+                )
+            )
     except Exception as error:
         action = error.action if isinstance(error, ApiError) else None
         metrics.UPDATES.labels(action or "INTERNAL_SERVER_ERROR").inc()
         raise
     metrics.UPDATES.labels("OK").inc()
-    return TokenUpdateOut.of(result.state, token_id=result.token_id, shown_value=result.shown_value)
+    return response
 
 
 @update_router.post(
@@ -96,10 +105,8 @@ async def _update(
     response_model_exclude_none=True,
     openapi_extra=UPDATE_DOC,
 )
-async def update_token_legacy(
-    request: Request, caller: ServiceDep, session: SessionDep, body: UpdateBody
-) -> TokenUpdateOut:
-    return await _update(request, caller.api_key, session, body)
+async def update_token_legacy(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
+    return await _update(request, caller.api_key, body)
 
 
 @router.post(
@@ -108,10 +115,8 @@ async def update_token_legacy(
     response_model_exclude_none=True,
     openapi_extra=UPDATE_DOC,
 )
-async def update_token(
-    request: Request, caller: ServiceDep, session: SessionDep, body: UpdateBody
-) -> TokenUpdateOut:
-    return await _update(request, caller.api_key, session, body)
+async def update_token(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
+    return await _update(request, caller.api_key, body)
 
 
 @router.post(
@@ -272,12 +277,11 @@ def proof_policy(request: Request) -> ProofPolicy:
 )
 async def introspect_token(
     request: Request,
-    caller: ServiceDep,
-    session: SessionDep,
     body: Annotated[IntrospectionIn, Depends(json_body(IntrospectionIn))],
-) -> IntrospectionOut:
-    result = await session.run_sync(
-        introspection.introspect,
+    caller: ServiceDep,
+) -> Response:
+    result = await introspection.introspect(
+        repository.reads(request.app.state.database),
         service_api_key=caller.api_key,
         command=introspection.IntrospectionCommand(
             token=body.token,
@@ -297,29 +301,32 @@ async def introspect_token(
         result_code=result.result_code,
         result_message=result.message,
         response_content=result.response_content,
-        existent=result.row is not None,
+        existent=result.token is not None,
         usable=result.usable,
         sufficient=result.sufficient,
         refreshable=result.refreshable,
     )
-    row, state = result.row, result.state
-    if row is None or state is None:
-        return out
-    return out.model_copy(
-        update={
-            "client_id": row.client_id,
-            "client_id_alias": result.client_id_alias,
-            "client_id_alias_used": False,
-            "subject": row.subject,
-            "scopes": list(state.scopes),
-            "expires_at": response_expires_at(state),
-            # Hidden properties are for the authorization server only.
-            "properties": [p for p in properties_out(state) if not p.hidden],
-            "certificate_thumbprint": state.certificate_thumbprint,
-            "authorization_details": AuthzDetailsOut.of(state.authorization_details),
-            "for_external_attachment": state.for_external_attachment,
-            "grant_type": GrantType(row.grant_type) if row.grant_type else None,
-        }
+    token = result.token
+    if token is None:
+        return json_response(out)
+    state = token.state
+    return json_response(
+        out.model_copy(
+            update={
+                "client_id": token.client_id,
+                "client_id_alias": token.client_id_alias,
+                "client_id_alias_used": False,
+                "subject": token.subject,
+                "scopes": list(state.scopes),
+                "expires_at": response_expires_at(state),
+                # Hidden properties are for the authorization server only.
+                "properties": [p for p in properties_out(state) if not p.hidden],
+                "certificate_thumbprint": state.certificate_thumbprint,
+                "authorization_details": AuthzDetailsOut.of(state.authorization_details),
+                "for_external_attachment": state.for_external_attachment,
+                "grant_type": GrantType(token.grant_type) if token.grant_type else None,
+            }
+        )
     )
 
 
@@ -330,20 +337,21 @@ async def introspect_token(
 )
 async def introspect_token_standard(
     request: Request,
-    caller: ServiceDep,
-    session: SessionDep,
     body: Annotated[StandardIntrospectionIn, Depends(json_body(StandardIntrospectionIn))],
-) -> StandardIntrospectionOut:
-    result = await session.run_sync(
-        introspection.standard_introspect,
+    caller: ServiceDep,
+) -> Response:
+    result = await introspection.standard_introspect(
+        repository.reads(request.app.state.database),
         service_api_key=caller.api_key,
         parameters=body.parameters,
         hash_key=request.app.state.settings.hash_key,
         now=request.app.state.clock(),
     )
-    return StandardIntrospectionOut(
-        action=result.action,
-        result_code=result.result_code,
-        result_message=result.message,
-        response_content=result.response_content,
+    return json_response(
+        StandardIntrospectionOut(
+            action=result.action,
+            result_code=result.result_code,
+            result_message=result.message,
+            response_content=result.response_content,
+        )
     )

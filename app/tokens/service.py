@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -86,53 +87,78 @@ class UpdateResult:
     shown_value: str | None  # the value the caller sent, or the regenerated one
 
 
+def scope_policy(
+    scopes: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    requestable_enabled: bool,
+    requestable: Sequence[str],
+) -> ScopePolicy:
+    """The scope policy from the service's scopes (name -> attributes) that a request names
+    and its client's restriction."""
+    supported = {
+        name: scope_durations((a.get("key"), a.get("value")) for a in attributes)
+        for name, attributes in scopes.items()
+    }
+    return ScopePolicy(
+        supported=supported, requestable=frozenset(requestable) if requestable_enabled else None
+    )
+
+
 def policy_for(
     session: Session, *, service_api_key: int, client: ClientRow | None, scopes: Sequence[str]
 ) -> ScopePolicy:
     """The scope policy for the given scope names: only those rows are loaded."""
     rows = services.scopes_named(session, service_api_key, scopes)
-    supported = {
-        row.name: scope_durations((a.get("key"), a.get("value")) for a in row.attributes)
-        for row in rows
-    }
-    requestable = (
-        frozenset(client.requestable_scopes)
-        if client is not None and client.requestable_scopes_enabled
-        else None
+    return scope_policy(
+        {row.name: row.attributes for row in rows},
+        requestable_enabled=client is not None and client.requestable_scopes_enabled,
+        requestable=client.requestable_scopes if client is not None else (),
     )
-    return ScopePolicy(supported=supported, requestable=requestable)
 
 
-def update(
-    session: Session, *, service_api_key: int, command: UpdateCommand, hash_key: bytes, now: int
+async def update(
+    writes: repository.TokenWrites,
+    *,
+    service_api_key: int,
+    command: UpdateCommand,
+    hash_key: bytes,
+    now: int,
 ) -> UpdateResult:
+    """Loads the token under its lock (with the scope data the rules may need, in the same
+    round trip), asks the rules, and writes what they decided."""
     identifier = choose_identifier(
         access_token=command.access_token,
         access_token_hash=command.access_token_hash,
         token_id=command.token_id,
     )
-    if identifier.kind is Lookup.TOKEN_ID:
-        token = repository.get_for_update(session, service_api_key, token_id=identifier.text)
-    else:
+    access_key = None
+    if identifier.kind is not Lookup.TOKEN_ID:
         hash_ = token_hash(identifier.text) if identifier.kind is Lookup.VALUE else identifier.text
         access_key = lookup_key(service_api_key, hash_, hash_key)
-        token = repository.get_for_update(session, service_api_key, access_key=access_key)
-    if token is None or not is_alive(token.state, now):
-        raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
-
     changes = command.changes
+    target = await writes.load_for_update(
+        service_api_key,
+        access_key=access_key,
+        token_id=identifier.text if identifier.kind is Lookup.TOKEN_ID else None,
+        scope_names=changes.scopes,
+    )
+    if target is None or not is_alive(target.token.state, now):
+        raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
+    token = target.token
     policy = ScopePolicy(supported={})
     if changes.scopes is not None:
-        client = clients.get(session, service_api_key, token.client_id)
-        policy = policy_for(
-            session, service_api_key=service_api_key, client=client, scopes=changes.scopes
+        client = target.client
+        policy = scope_policy(
+            target.scopes,
+            requestable_enabled=client is not None and client.requestable_scopes_enabled,
+            requestable=client.requestable_scopes if client is not None else (),
         )
     decision = apply_update(token.state, changes, policy, now=now, new_value=new_value())
 
     stored_key = token.access_key
     if decision.new_value is not None:
         stored_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
-    repository.save(session, token, decision.state, access_key=stored_key, now=now)
+    await writes.save(token, decision.state, access_key=stored_key, now=now)
     log.info("token updated token_id=%s regenerated=%s", token.token_id, bool(decision.new_value))
     shown = decision.new_value or (identifier.text if identifier.kind is Lookup.VALUE else None)
     return UpdateResult(decision.state, token.token_id, shown)

@@ -31,6 +31,7 @@ def anyio_backend() -> str:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     app = create_app(settings)
     yield app
+    await app.state.credentials.close()
     await app.state.database.dispose()
 
 

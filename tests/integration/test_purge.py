@@ -130,10 +130,12 @@ def test_the_purge_runs_beside_live_updates_without_losing_live_tokens(engine: E
                 for token_id in live_ids:
                     with sessions.begin() as session:
                         service_api_key = int(token_id.split("-")[1])
-                        token = repository.get_for_update(
-                            session, service_api_key, token_id=token_id
-                        )
-                        assert token is not None
+                        target = repository.load_for_update(
+                            session, service_api_key, access_key=None, token_id=token_id,
+                            scope_names=None,
+                        )  # fmt: skip
+                        assert target is not None
+                        token = target.token
                         repository.save(
                             session, token, token.state, access_key=token.access_key, now=NOW
                         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.orm import Session
@@ -17,6 +19,8 @@ from app.tokens import repository
 from app.tokens import service as tokens
 from app.tokens.hashing import lookup_key, token_hash
 from app.tokens.rules import UpdateRequest, is_alive
+
+T = TypeVar("T")
 
 NOW = 1_800_000_000_000
 KEY = b"k" * 32
@@ -73,16 +77,35 @@ def create(session: Session, api_key: int, client_id: int, **changes: Any) -> to
     )
 
 
+class SessionWork:
+    """The unit of work a route would get, over the test's own session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(self._session, *args, **kwargs)
+
+
 def update(
     session: Session, api_key: int, value: str, now: int, **changes: object
 ) -> tokens.UpdateResult:
-    return tokens.update(
-        session,
-        service_api_key=api_key,
-        command=tokens.UpdateCommand(value, None, None, UpdateRequest(**changes)),  # type: ignore[arg-type]
-        hash_key=KEY,
-        now=now,
+    return asyncio.run(
+        tokens.update(
+            repository.SessionTokens(SessionWork(session)),
+            service_api_key=api_key,
+            command=tokens.UpdateCommand(value, None, None, UpdateRequest(**changes)),  # type: ignore[arg-type]
+            hash_key=KEY,
+            now=now,
+        )
     )
+
+
+def locked(session: Session, api_key: int, token_id: str) -> repository.LockedToken | None:
+    target = repository.load_for_update(
+        session, api_key, access_key=None, token_id=token_id, scope_names=None
+    )
+    return None if target is None else target.token
 
 
 def test_creation_uses_the_service_durations_and_stores_no_value(session: Session) -> None:
@@ -165,7 +188,7 @@ def test_a_rejected_update_leaves_the_row_as_it_was(session: Session) -> None:
             dpop_key_thumbprint="bad",
         )
     session.expire_all()
-    token = repository.get_for_update(session, api_key, token_id=created.row.token_id)
+    token = locked(session, api_key, created.row.token_id)
     assert token is not None
     assert token.state == before
 
@@ -176,4 +199,4 @@ def test_another_service_cannot_reach_the_token_by_any_name(session: Session) ->
     created = create(session, owner, client_id)
     with pytest.raises(TokenNotFound):
         update(session, stranger, created.access_token, NOW, scopes=())
-    assert repository.get_for_update(session, stranger, token_id=created.row.token_id) is None
+    assert locked(session, stranger, created.row.token_id) is None
