@@ -27,6 +27,7 @@ in every process of every host:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -39,7 +40,7 @@ import psycopg
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.db import driver_url, is_sqlite, sqlite_file
+from app.db import is_sqlite, libpq_url, sqlite_file
 from app.services import repository as services
 from app.services.repository import CREDENTIALS_CHANNEL, Credentials
 
@@ -50,6 +51,7 @@ log = logging.getLogger("tokenstore.credentials")
 MAX_AGE_SECONDS = 60.0
 RECONNECT_SECONDS = 1.0
 DELIVERY_TIMEOUT_SECONDS = 2.0
+RECENT_PAYLOADS = 256
 
 
 @dataclass
@@ -174,16 +176,15 @@ class _Notifications(_ChangeFeed):
         self._seen = 0
         self._broken = False
         self._waiting: dict[str, asyncio.Future[None]] = {}
+        # The latest payloads received: a notification can arrive (and be drained) while
+        # its sender still awaits its COMMIT, before it starts waiting for it.
+        self._received: collections.deque[str] = collections.deque(maxlen=RECENT_PAYLOADS)
         self._fd = connection.pgconn.socket
         asyncio.get_running_loop().add_reader(self._fd, self._drain)
 
     @classmethod
     async def listen(cls, url: str) -> _Notifications:
-        connection = await psycopg.AsyncConnection.connect(
-            driver_url(url).replace("postgresql+psycopg://", "postgresql://", 1),
-            autocommit=True,
-            connect_timeout=5,
-        )
+        connection = await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True)
         await connection.execute(f"LISTEN {CREDENTIALS_CHANNEL}")
         return cls(connection)
 
@@ -197,7 +198,9 @@ class _Notifications(_ChangeFeed):
             self._broken = True
         while (notification := pgconn.notifies()) is not None:
             self._count += 1
-            waiter = self._waiting.pop(notification.extra.decode(), None)
+            payload = notification.extra.decode()
+            self._received.append(payload)
+            waiter = self._waiting.pop(payload, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
         if self._broken or pgconn.status != psycopg.pq.ConnStatus.OK:
@@ -208,8 +211,12 @@ class _Notifications(_ChangeFeed):
         """Waits until this connection has received the notifications sent with `payloads`
         (sent to every listener at the same moment)."""
         loop = asyncio.get_running_loop()
-        waiters = [self._waiting.setdefault(p, loop.create_future()) for p in payloads]
         self._drain()
+        waiters = [
+            self._waiting.setdefault(p, loop.create_future())
+            for p in payloads
+            if p not in self._received
+        ]
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*waiters)

@@ -44,6 +44,14 @@ def driver_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """A PostgreSQL URL for psycopg itself (the hot path, the credential listener), with
+    the connect timeout."""
+    parsed = make_url(url).set(drivername="postgresql")
+    query = {**parsed.query, **{k: str(v) for k, v in POSTGRES_CONNECT_ARGS.items()}}
+    return parsed.set(query=query).render_as_string(hide_password=False)
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

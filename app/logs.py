@@ -13,7 +13,6 @@ import time
 import uuid
 from contextvars import ContextVar
 from typing import Any, Literal
-from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -112,10 +111,12 @@ class AccessLog:
 
 
 def _route_template(scope: Scope) -> str:
-    """The path with every parameter's value replaced by `{name}`: one label per route for
-    the metrics, and never an identifier (a token value, say) in a log line."""
-    if scope.get("route") is None:
-        return "(no route)"
-    names = {str(value): f"{{{name}}}" for name, value in scope.get("path_params", {}).items()}
-    segments = scope["path"].split("/")
-    return "/".join(names.get(unquote(segment), segment) for segment in segments)
+    """The matched route's template (`/api/auth/token/delete/{accessTokenIdentifier}`): one
+    label per route for the metrics, and never a value from the path (a token value, say)
+    in a log line. An unmatched path is one fixed label."""
+    # FastAPI (0.163) keeps the matched route's full template, router prefixes included, in
+    # its scope; `scope["route"].path` lacks the prefixes. tests/api/test_operations.py
+    # checks the result, so an upgrade that moves it cannot go unnoticed.
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path", None) or getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) else "(no route)"

@@ -23,8 +23,8 @@ from app.http import BodySizeLimit, StorableText, document_bodies, install_error
 from app.metrics import metrics_endpoint
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
+from app.tokens.router import hot_router, update_router
 from app.tokens.router import router as tokens_router
-from app.tokens.router import update_router
 from app.transactions import AsyncDatabase, open_database
 
 VERSION = "0.1.0"
@@ -113,8 +113,10 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     app.state.clock = clock
 
     install_error_handlers(app)
-    # Routes are matched in order: the update, the hot path, comes first.
+    # Routes are matched in order: the hot path (the update, introspection) comes first.
     app.include_router(update_router)
+    for prefix in ("/api", "/api/{serviceId:int}"):
+        app.include_router(hot_router, prefix=prefix)
     app.include_router(services_router)
     app.include_router(service_api(), prefix="/api")
     # Authlete API v3 paths name the service; API.md serves them with the same routes.

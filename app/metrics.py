@@ -55,14 +55,18 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     LATENCY.labels(route, method).observe(seconds)
 
 
-def observe_pool(pool: Pool) -> None:
+def observe_pool(pool: Pool, *, hot_path_in_use: int = 0) -> None:
+    """The ORM's pool, plus the connections the hot path's own pool has checked out
+    (PostgreSQL, app.transactions.DriverPool)."""
     if isinstance(pool, QueuePool):
-        POOL_IN_USE.set(pool.checkedout())
+        POOL_IN_USE.set(pool.checkedout() + hot_path_in_use)
         POOL_SIZE.set(pool.size())
 
 
 def metrics_endpoint(request: Request) -> Response:
-    observe_pool(request.app.state.database.pool)
+    database = request.app.state.database
+    driver = getattr(database, "driver", None)
+    observe_pool(database.pool, hot_path_in_use=driver.in_use if driver is not None else 0)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -38,7 +38,6 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import TimeoutError as WaitTimeout
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     async_sessionmaker,
     create_async_engine,
@@ -52,6 +51,7 @@ from app.db import (
     SESSION_OPTIONS,
     driver_url,
     is_sqlite,
+    libpq_url,
     make_engine,
     make_sessionmaker,
     sqlite_file,
@@ -155,6 +155,9 @@ class AsyncDatabase:
         )
         self.pool = self.engine.pool
         self._sessions = async_sessionmaker(self.engine, **SESSION_OPTIONS)
+        self.driver = DriverPool(
+            libpq_url(url), size=pool_size, timeout=pool_timeout, options=options
+        )
         # Awaited after a commit that announced changes (NOTIFY payloads), before the
         # answer goes out: app.credentials waits there for their delivery.
         self.after_announcements: Callable[[list[str]], Awaitable[None]] | None = None
@@ -183,33 +186,26 @@ class AsyncDatabase:
 
     @asynccontextmanager
     async def reads(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection in autocommit, for the hot path's pure reads and single
-        statements: no BEGIN and no COMMIT around them (one round trip each)."""
-        async with self.engine.connect() as connection:
-            driver = await _driver(connection)
-            await driver.set_autocommit(True)
-            try:
-                yield driver
-            finally:
-                if driver.pgconn.transaction_status == IDLE:
-                    await driver.set_autocommit(False)
-                else:  # a broken connection: the pool discards it
-                    await connection.invalidate()
+        """A hot-path connection for pure reads and single statements, in autocommit: no
+        BEGIN and no COMMIT around them (one round trip each)."""
+        async with self.driver.connection() as connection:
+            yield connection
 
     @asynccontextmanager
     async def pipelined(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A transaction on a pooled connection in pipeline mode, for the hot path's
-        read-modify-write: the BEGIN travels with the first statement and the COMMIT with
-        the last write, so a locked read and a write cost two round trips in all. Commits
-        when the block ends, rolls back when it raises."""
-        async with self.engine.connect() as connection:
-            driver = await _driver(connection)
+        """A transaction on a hot-path connection in pipeline mode, for the read-modify-write
+        of an update: the BEGIN travels with the first statement and the COMMIT with the last
+        write, so a locked read and a write cost two round trips in all. Commits when the
+        block ends, rolls back when it raises."""
+        async with self.driver.connection() as connection:
             try:
-                async with driver.pipeline():
-                    yield driver
-                    await driver.commit()
+                async with connection.pipeline():
+                    await connection.execute(b"BEGIN")
+                    yield connection
+                    await connection.execute(b"COMMIT")
             except BaseException:
-                await _rollback_or_discard(connection, driver)
+                if connection.pgconn.transaction_status != IDLE and not connection.closed:
+                    await connection.execute(b"ROLLBACK")
                 raise
 
     async def ping(self) -> None:
@@ -217,22 +213,72 @@ class AsyncDatabase:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        await self.driver.close()
         await self.engine.dispose()
 
 
-async def _driver(connection: AsyncConnection) -> psycopg.AsyncConnection[Any]:
-    fairy = await connection.get_raw_connection()
-    driver: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
-    return driver
+class DriverPool:
+    """psycopg connections for the hot path, in autocommit, outside SQLAlchemy: its pool
+    checkout cost about 50 microseconds a request (bench/README.md), this one about one.
 
+    At most `size` connections, opened when needed and kept; a request that finds none free
+    waits up to `timeout` seconds, then gets 503 SERVICE_BUSY (SQLAlchemy's TimeoutError,
+    as for the ORM's pool). A connection that breaks (a database restart) is discarded with
+    every idle connection opened before it, as SQLAlchemy invalidates its pool."""
 
-async def _rollback_or_discard(
-    connection: AsyncConnection, driver: psycopg.AsyncConnection[Any]
-) -> None:
-    try:
-        await driver.rollback()
-    except psycopg.Error:
-        await connection.invalidate()
+    def __init__(self, conninfo: str, *, size: int, timeout: float, options: str) -> None:
+        self._conninfo = conninfo
+        self._options = options
+        self._timeout = timeout
+        self._free = asyncio.Semaphore(size)
+        self._idle: list[tuple[int, psycopg.AsyncConnection[Any]]] = []
+        self._generation = 0
+        self.in_use = 0
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._free.locked():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._free.acquire()
+            except TimeoutError:
+                raise WaitTimeout("no hot-path connection became free in time") from None
+        else:
+            await self._free.acquire()  # free: returns at once
+        self.in_use += 1
+        try:
+            generation, connection = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield connection
+            finally:
+                self._put_back(generation, connection)
+        finally:
+            self.in_use -= 1
+            self._free.release()
+
+    async def _connect(self) -> tuple[int, psycopg.AsyncConnection[Any]]:
+        generation = self._generation
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, options=self._options
+        )
+        return generation, connection
+
+    def _put_back(self, generation: int, connection: psycopg.AsyncConnection[Any]) -> None:
+        healthy = not connection.broken and connection.pgconn.transaction_status == IDLE
+        if healthy and generation == self._generation:
+            self._idle.append((generation, connection))
+            return
+        if not healthy:  # the server went away: so did every connection opened before
+            self._generation += 1
+            stale, self._idle = self._idle, []
+            for _, other in stale:
+                asyncio.get_running_loop().create_task(other.close())
+        asyncio.get_running_loop().create_task(connection.close())
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, connection in idle:
+            await connection.close()
 
 
 class ThreadedDatabase:

@@ -47,6 +47,9 @@ from app.tokens.schemas import (
 )
 
 router = APIRouter(tags=["tokens"])
+# The hot path (update and both introspections), matched before every other route:
+# FastAPI tries routes in order.
+hot_router = APIRouter(tags=["tokens"])
 # The update is also served outside /api (Authlete's historical path, API.md).
 update_router = APIRouter(tags=["tokens"])
 
@@ -109,7 +112,7 @@ async def update_token_legacy(request: Request, body: UpdateBody, caller: Servic
     return await _update(request, caller.api_key, body)
 
 
-@router.post(
+@hot_router.post(
     "/auth/token/update",
     response_model=TokenUpdateOut,
     response_model_exclude_none=True,
@@ -269,7 +272,7 @@ def proof_policy(request: Request) -> ProofPolicy:
     )
 
 
-@router.post(
+@hot_router.post(
     "/auth/introspection",
     response_model=IntrospectionOut,
     response_model_exclude_none=True,
@@ -330,7 +333,7 @@ async def introspect_token(
     )
 
 
-@router.post(
+@hot_router.post(
     "/auth/introspection/standard",
     response_model=StandardIntrospectionOut,
     openapi_extra=openapi_body(StandardIntrospectionIn),
