@@ -1,8 +1,9 @@
 """An exclusive `flock` on a file, shared by the processes of one host (POSIX): the kernel
 wakes the next waiter as soon as it is released, and releases it when its process dies.
 
-`flock` itself waits without bound. `acquire(timeout=...)` bounds the wait: the blocking
-call runs on a waiter thread of the lock's own, and a caller that gives up leaves it
+`flock` itself waits without bound. `acquire(timeout=...)` bounds the wait: it first tries
+without blocking, and when another process holds the lock the blocking call runs on a
+waiter thread of the lock's own, and a caller that gives up leaves it
 behind marked as abandoned, so that the lock, once the kernel hands it over, is released
 at once. One waiter thread runs every call in order, so an abandoned wait and the next
 caller's wait can never both believe they hold the lock.
@@ -29,6 +30,7 @@ class FileLock:
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._waiter: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
+        self._waits = 0  # timed waits handed to the waiter thread and not over yet
 
     def acquire(self, *, wait: bool = True, timeout: float | None = None) -> bool:
         """Takes the lock, waiting for it if `wait` (up to `timeout` seconds, then
@@ -43,7 +45,16 @@ class FileLock:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return True
+        if not self._waits:  # no abandoned wait could hand the lock back meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held by another process: wait for it, boundedly
+            else:
+                return True
         wait_ = _Wait()
+        with self._guard:
+            self._waits += 1
         future = self._waiter_thread().submit(self._take, fd, wait_)
         try:
             future.result(timeout=timeout)
@@ -53,12 +64,15 @@ class FileLock:
             raise LockTimeout(f"the lock was not free within {timeout} s") from None
         return True
 
-    @staticmethod
-    def _take(fd: int, wait: _Wait) -> None:
+    def _take(self, fd: int, wait: _Wait) -> None:
         """Blocks for the lock; gives it back at once when its caller gave up waiting."""
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not wait.taken():
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not wait.taken():
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            with self._guard:
+                self._waits -= 1
 
     def release(self) -> None:
         if self._fd is not None:

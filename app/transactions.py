@@ -233,6 +233,7 @@ class DriverPool:
         self._free = asyncio.Semaphore(size)
         self._idle: list[tuple[int, psycopg.AsyncConnection[Any]]] = []
         self._generation = 0
+        self._closing: set[asyncio.Task[None]] = set()
         self.in_use = 0
 
     @asynccontextmanager
@@ -264,16 +265,22 @@ class DriverPool:
         return generation, connection
 
     def _put_back(self, generation: int, connection: psycopg.AsyncConnection[Any]) -> None:
-        healthy = not connection.broken and connection.pgconn.transaction_status == IDLE
-        if healthy and generation == self._generation:
-            self._idle.append((generation, connection))
-            return
-        if not healthy:  # the server went away: so did every connection opened before
+        if connection.broken:  # the server went away: so did every connection opened before
             self._generation += 1
             stale, self._idle = self._idle, []
             for _, other in stale:
-                asyncio.get_running_loop().create_task(other.close())
-        asyncio.get_running_loop().create_task(connection.close())
+                self._close_later(other)
+        if connection.broken or connection.pgconn.transaction_status != IDLE:
+            self._close_later(connection)  # a call cut off in the middle: not reusable
+        elif generation == self._generation:
+            self._idle.append((generation, connection))
+        else:
+            self._close_later(connection)
+
+    def _close_later(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(connection.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -316,8 +323,18 @@ class ThreadedDatabase:
         call = functools.partial(context.run, fn, *args, **kwargs)
         return await loop.run_in_executor(self._thread, call)
 
+    async def call_to_the_end(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """As `call`, but `fn` runs even if the awaiting task is cancelled meanwhile (a
+        transaction's end: its locks must be released whatever happens to the request)."""
+        context = contextvars.copy_context()
+        future = self._thread.submit(functools.partial(context.run, fn, *args, **kwargs))
+        return await asyncio.shield(asyncio.wrap_future(future))
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        """A write transaction: the process's turn, then (on the database thread) the turn
+        between processes and the session, the caller's calls, and the end (commit or
+        rollback, close, release) in one call."""
         try:
             async with asyncio.timeout(self._wait_timeout):
                 await self._writer.acquire()
@@ -325,27 +342,41 @@ class ThreadedDatabase:
             # As a PostgreSQL request that finds no free pooled connection: 503 SERVICE_BUSY.
             raise WaitTimeout("no turn at the SQLite writer lock in time") from None
         try:
-            if self._between_processes is not None:
-                try:
-                    await self.call(self._between_processes.acquire, timeout=self._wait_timeout)
-                except LockTimeout:
-                    # Another worker process held the database for the whole wait.
-                    raise WaitTimeout("no turn at the SQLite file lock in time") from None
-            session = self._sessions()
+            session = await self.call_to_the_end(self._begin)
             try:
                 yield _ThreadedSession(self, session)
-                await self.call(session.commit)
             except BaseException:
-                await self.call(session.rollback)
+                await self.call_to_the_end(self._end, session, commit=False)
                 raise
-            finally:
-                try:
-                    await self.call(session.close)
-                finally:
-                    if self._between_processes is not None:
-                        await self.call(self._between_processes.release)
+            await self.call_to_the_end(self._end, session, commit=True)
         finally:
             self._writer.release()
+
+    def _begin(self) -> Session:
+        if self._between_processes is not None:
+            try:
+                self._between_processes.acquire(timeout=self._wait_timeout)
+            except LockTimeout:
+                # Another worker process held the database for the whole wait.
+                raise WaitTimeout("no turn at the SQLite file lock in time") from None
+        return self._sessions()
+
+    def _end(self, session: Session, *, commit: bool) -> None:
+        try:
+            if commit:
+                try:
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+            else:
+                session.rollback()
+        finally:
+            try:
+                session.close()
+            finally:
+                if self._between_processes is not None:
+                    self._between_processes.release()
 
     async def read(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs

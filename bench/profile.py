@@ -36,6 +36,7 @@ ENDPOINTS = {
     "introspection": ("introspect.lua", "/api/auth/introspection", "authlete"),
     "standard": ("introspect.lua", "/api/auth/introspection/standard", "standard"),
     "update": ("update.lua", "/api/auth/token/update"),
+    "noop": ("update.lua", "/bench/noop"),
 }
 
 
@@ -60,6 +61,8 @@ def shares(raw: Path) -> dict[str, float]:
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
         frames = stack.split(";")
         package = "other"
         for frame in reversed(frames):

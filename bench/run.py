@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 
 import httpx
 from sqlalchemy import create_engine, text
@@ -197,23 +198,41 @@ def wrk(base: str, *, concurrency: int, seconds: int, script: str, args: list[st
     )
 
 
+# One update's transaction as the service sends it: two pipelines (see `pgbench`).
+PGBENCH_UPDATE = Template(
+    r"""\set id random(0, $last)
+\startpipeline
+BEGIN;
+SELECT tokens.*, clients.requestable_scopes_enabled, clients.requestable_scopes
+  FROM tokens LEFT OUTER JOIN clients ON clients.client_id = tokens.client_id
+  WHERE tokens.service_api_key = $api_key AND tokens.token_id = $token
+  FOR UPDATE OF tokens;
+\endpipeline
+\startpipeline
+UPDATE tokens SET access_hash = access_hash, scopes = scopes,
+  access_expires_at = access_expires_at + 1, persistent = persistent,
+  refresh_expires_at = refresh_expires_at, properties = properties,
+  authorization_details = authorization_details,
+  certificate_thumbprint = certificate_thumbprint, dpop_key_thumbprint = dpop_key_thumbprint,
+  for_external_attachment = for_external_attachment, access_key = access_key,
+  updated_at = updated_at + 1
+  WHERE token_id = $token;
+COMMIT;
+\endpipeline
+"""
+)
+
+
 def pgbench(url: str, *, concurrency: int, seconds: int, api_key: int, tokens: int,
             workdir: Path) -> Measure:  # fmt: skip
-    """The SQL of one update, as the service runs it, in one transaction. Prepared
-    statements, as psycopg prepares the service's own after a few executions."""
+    """The SQL of one update, as the service runs it (app/tokens/repository.py): one
+    transaction in two pipelines, as the service sends it (BEGIN with the locked read of
+    the token and its client, then the write of every stored column with the COMMIT),
+    with prepared statements as psycopg uses them. The token is named by its id here (the
+    service names it by its lookup key, another unique index of the same table)."""
     script = workdir / "update.sql"
-    script.write_text(
-        f"\\set id random(0, {tokens - 1})\n"
-        "BEGIN;\n"
-        f"SELECT secret_digest FROM services WHERE api_key = {api_key};\n"
-        "SELECT * FROM tokens "
-        f"WHERE service_api_key = {api_key} AND token_id = 'bench-{api_key}-' || :id "
-        "FOR UPDATE;\n"
-        "UPDATE tokens SET access_expires_at = access_expires_at + 1, "
-        "updated_at = updated_at + 1, properties = properties, scopes = scopes "
-        f"WHERE token_id = 'bench-{api_key}-' || :id;\n"
-        "COMMIT;\n"
-    )
+    token = f"'bench-{api_key}-' || :id"
+    script.write_text(PGBENCH_UPDATE.substitute(last=tokens - 1, api_key=api_key, token=token))
     parsed = make_url(url)
     prefix = workdir / f"pgbench-{concurrency}"
     for old in workdir.glob(f"{prefix.name}*"):

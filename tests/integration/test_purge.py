@@ -16,7 +16,8 @@ from app.clients.service import ClientSpec
 from app.config import Settings
 from app.db import make_sessionmaker
 from app.filelock import FileLock
-from app.jobs import purge_expired, purge_in_turn
+from app.jobs import AdvisoryTurn, purge_expired, purge_in_turn
+from app.main import purge_turn_for
 from app.services import service as services
 from app.services.service import ServiceSpec
 from app.tokens import repository
@@ -93,8 +94,15 @@ def test_expired_dpop_replay_records_are_forgotten(engine: Engine) -> None:
 def test_one_worker_purges_and_another_takes_over_when_it_is_gone(
     engine: Engine, tmp_path: Path
 ) -> None:
+    """Two processes' turns as `serve` makes them: an advisory lock on PostgreSQL (so it
+    holds across hosts), a lock file on SQLite."""
     sessions = make_sessionmaker(engine)
-    first, second = FileLock(tmp_path / "purge.lock"), FileLock(tmp_path / "purge.lock")
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False), data_dir=tmp_path
+    )
+    first, second = purge_turn_for(settings, engine), purge_turn_for(settings, engine)
+    expected = FileLock if engine.dialect.name == "sqlite" else AdvisoryTurn
+    assert isinstance(first, expected)
     try:
         _, ids = seed(engine, [{"access_expires_at": NOW - 1}])
         assert purge_in_turn(sessions, first, now=NOW, batch_size=10) is not None
