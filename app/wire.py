@@ -7,6 +7,7 @@ fields tokenstore does not use.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,9 +21,12 @@ WireId = Annotated[int, Field(ge=0, le=MAX_ID)]
 MAX_ITEMS = 1000
 
 
+# NUL and lone surrogates: PostgreSQL cannot store them, and no client means them.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def unstorable(text: str) -> bool:
-    """NUL and lone surrogates: PostgreSQL cannot store them, and no client means them."""
-    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _UNSTORABLE.search(text) is not None
 
 
 def _check_text(value: Any, where: str) -> None:
