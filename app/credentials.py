@@ -17,11 +17,14 @@ in every process of every host:
   database (`<database>.credentials`) right after the commit.
 - On PostgreSQL each process keeps one connection that `LISTEN`s, and before every lookup
   it drains that connection's socket without blocking, so a notification that arrived
-  before the request is applied before the request is answered. On SQLite every lookup
-  compares the epoch file's timestamp (one `stat`).
+  before the request is applied before the request is answered. The request that made
+  the change answers only once its own process's listener has the notification (sent to
+  every listener at the same moment): by then the others have it on their sockets. On
+  SQLite every lookup compares the epoch file's timestamp (one `stat`).
 - An announcement distrusts the whole replica at once; until it is reloaded (a background
   task), lookups read the database, as they do while the listening connection is down or
-  before the first load. The replica is reloaded at least every `MAX_AGE_SECONDS` too.
+  before the first load. The replica is also read anew every `MAX_AGE_SECONDS`, in the
+  background (the old copy serves meanwhile: no change is known).
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ class CredentialReplica:
             self._distrust()
         copy = self._copy
         if copy is not None and time.monotonic() - copy.loaded_at > MAX_AGE_SECONDS:
-            self._distrust()
-            return None
+            # No change is known: the copy serves on while a fresh one is read.
+            self._reload.set()
         return copy
 
     async def delivered(self, payloads: list[str]) -> None:

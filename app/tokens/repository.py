@@ -208,7 +208,7 @@ def _sql(statement: ClauseElement) -> str:
     return str(statement.compile(dialect=_DIALECT))
 
 
-_PG_LOCKED = {id(s): _sql(s) for s in (_LOCKED_BY_ACCESS_KEY, _LOCKED_BY_TOKEN_ID)}
+_PG_LOCKED = {s: _sql(s) for s in (_LOCKED_BY_ACCESS_KEY, _LOCKED_BY_TOKEN_ID)}
 _PG_SAVE = _sql(_SAVE)
 _PG_INTROSPECTED = _sql(_INTROSPECTED)
 _PG_SCOPES_NAMED = _sql(services.SCOPES_NAMED_PG)
@@ -240,7 +240,7 @@ class PostgresTokens:
         statement, params = _lock_params(service_api_key, access_key, token_id)
         token_cursor = self._connection.cursor(row_factory=namedtuple_row)
         # Pipeline mode: both statements (and the BEGIN before them) leave together.
-        await token_cursor.execute(_PG_LOCKED[id(statement)], params, prepare=True)
+        await token_cursor.execute(_PG_LOCKED[statement], params, prepare=True)
         scope_cursor = None
         if scope_names:
             scope_cursor = self._connection.cursor()
