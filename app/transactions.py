@@ -20,11 +20,21 @@ database is best driven from:
   which served about 1.5 times fewer updates per second on one worker).
 
 The same services run unchanged from the CLI and the tests, over a synchronous engine.
+
+A unit of work opens only once its request has been read whole (`get_session` depends on
+`request_read`): no connection, transaction or lock is held while a client sends its
+body, and every wait for one is bounded (`pool_timeout`, then 503 SERVICE_BUSY).
+
+The hot path (introspection and the update, app.tokens.repository) drives psycopg itself
+on PostgreSQL, from a pool of its own (`DriverPool`): `reads()` hands out a connection in
+autocommit (one round trip a statement), `pipelined()` a transaction in pipeline mode (two
+round trips for a locked read and a write). On SQLite it uses `read()` and `transaction()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -205,7 +215,9 @@ class AsyncDatabase:
                     await connection.execute(b"COMMIT")
             except BaseException:
                 if connection.pgconn.transaction_status != IDLE and not connection.closed:
-                    await connection.execute(b"ROLLBACK")
+                    # A connection that cannot roll back is not reused (DriverPool).
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.execute(b"ROLLBACK")
                 raise
 
     async def ping(self) -> None:
