@@ -9,7 +9,7 @@ import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -87,11 +87,17 @@ class UpdateResult:
     shown_value: str | None  # the value the caller sent, or the regenerated one
 
 
+class ClientRestriction(Protocol):
+    """What the scope rules read of a client (a `ClientRow`, or the update's `ClientScopes`)."""
+
+    @property
+    def requestable_scopes_enabled(self) -> bool: ...
+    @property
+    def requestable_scopes(self) -> Sequence[str]: ...
+
+
 def scope_policy(
-    scopes: Mapping[str, Sequence[Mapping[str, Any]]],
-    *,
-    requestable_enabled: bool,
-    requestable: Sequence[str],
+    scopes: Mapping[str, Sequence[Mapping[str, Any]]], client: ClientRestriction | None
 ) -> ScopePolicy:
     """The scope policy from the service's scopes (name -> attributes) that a request names
     and its client's restriction."""
@@ -99,9 +105,12 @@ def scope_policy(
         name: scope_durations((a.get("key"), a.get("value")) for a in attributes)
         for name, attributes in scopes.items()
     }
-    return ScopePolicy(
-        supported=supported, requestable=frozenset(requestable) if requestable_enabled else None
+    requestable = (
+        frozenset(client.requestable_scopes)
+        if client is not None and client.requestable_scopes_enabled
+        else None
     )
+    return ScopePolicy(supported=supported, requestable=requestable)
 
 
 def policy_for(
@@ -109,11 +118,7 @@ def policy_for(
 ) -> ScopePolicy:
     """The scope policy for the given scope names: only those rows are loaded."""
     rows = services.scopes_named(session, service_api_key, scopes)
-    return scope_policy(
-        {row.name: row.attributes for row in rows},
-        requestable_enabled=client is not None and client.requestable_scopes_enabled,
-        requestable=client.requestable_scopes if client is not None else (),
-    )
+    return scope_policy({row.name: row.attributes for row in rows}, client)
 
 
 async def update(
@@ -147,12 +152,7 @@ async def update(
     token = target.token
     policy = ScopePolicy(supported={})
     if changes.scopes is not None:
-        client = target.client
-        policy = scope_policy(
-            target.scopes,
-            requestable_enabled=client is not None and client.requestable_scopes_enabled,
-            requestable=client.requestable_scopes if client is not None else (),
-        )
+        policy = scope_policy(target.scopes, target.client)
     decision = apply_update(token.state, changes, policy, now=now, new_value=new_value())
 
     stored_key = token.access_key
