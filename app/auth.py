@@ -44,7 +44,8 @@ def basic_credentials(request: Request) -> tuple[str, str]:
         raise Unauthenticated("Send credentials with HTTP Basic authentication.")
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # ValueError: bytes outside ASCII in the header (Starlette decodes it as Latin-1).
         raise Unauthenticated("The Basic credentials are not valid base64 of UTF-8.") from None
     user, colon, password = decoded.partition(":")
     if not colon:

@@ -7,7 +7,6 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 
 import uvicorn
 from alembic.runtime.migration import MigrationContext
@@ -16,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from uvicorn.supervisors import Multiprocess
 
-from app import jobs, logs
+from app import jobs, logs, metrics, server
 from app.clock import system_clock
 from app.config import ConfigError, Settings
 from app.db import is_sqlite, make_engine, make_sessionmaker
@@ -81,7 +80,14 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         log.info("development mode: secrets come from %s", settings.data_dir / "dev-secrets.json")
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; /metrics adds them up (app.metrics).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tokenstore-metrics-")
+        with metrics.multiprocess_directory() as directory:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+            _run(settings, host=host, port=port, workers=workers)
+        return
+    _run(settings, host=host, port=port, workers=workers)
+
+
+def _run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     config = uvicorn.Config(
         "app.main:app_from_environment",
         factory=True,
@@ -91,6 +97,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
         access_log=False,  # app.logs.AccessLog logs route templates, never raw paths
         log_config=None,
         proxy_headers=False,
+        http=server.PROTOCOL,  # header limits and request timeouts (app.server)
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     if workers == 1:
         uvicorn.Server(config).run()

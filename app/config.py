@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     admin_api_secret: SecretStr | None = None
     hash_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The HTTP front door (app.server): request line and headers together, header fields,
+    # and how long a client may take to send the head and then the body (408 past them).
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    max_headers: int = Field(default=100, ge=10, le=10_000)
+    header_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30, gt=0, le=3600)
+    # An idle connection (before its first request, or between requests) is closed after
+    # this long.
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
     # Connections per worker process, and how long a request waits for a free one (503).
     db_pool_size: int = Field(default=16, ge=1)
     db_pool_timeout_seconds: float = Field(default=10, gt=0, le=300)

@@ -8,6 +8,12 @@ mode), so one scrape sees the whole server.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -48,6 +54,36 @@ POOL_SIZE = Gauge(
     "Database connections the pool keeps (overflow excluded).",
     multiprocess_mode="livesum",
 )
+
+
+_DIRECTORY = re.compile(r"tokenstore-metrics-(\d+)-\w+")
+
+
+@contextmanager
+def multiprocess_directory() -> Iterator[Path]:
+    """A fresh directory for the workers' samples, named after this process and removed
+    when it ends. Those left by servers that died without cleaning up (SIGKILL) are
+    removed first, so they do not pile up in the temporary directory."""
+    root = Path(tempfile.gettempdir())
+    for stale in root.glob("tokenstore-metrics-*"):
+        match = _DIRECTORY.fullmatch(stale.name)
+        if match and not _alive(int(match.group(1))):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"tokenstore-metrics-{os.getpid()}-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

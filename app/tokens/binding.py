@@ -195,7 +195,8 @@ def _parse(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
         extracted = jws.extract_compact(proof.encode("ascii"), registry=_REGISTRY)
         header: dict[str, Any] = dict(extracted.headers())
         claims = json.loads(extracted.payload)
-    except (JoseError, ValueError, binascii.Error) as error:
+    except (JoseError, ValueError, binascii.Error, RecursionError) as error:
+        # RecursionError: JSON nested about 1,000 deep, which fits in a header.
         raise MalformedProof("The DPoP proof is not a well-formed JWT.") from error
     if not isinstance(claims, dict):
         raise MalformedProof("The DPoP proof's payload is not a JSON object.")

@@ -30,6 +30,9 @@ _DECIMAL = re.compile(r"[0-9]{1,11}")  # at most 11 digits: about 3,000 years in
 # 64-bit columns soon after and no real token lives that long.
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 MAX_DURATION_SECONDS = 99_999_999_999
+# How deep `otherFields` may nest (RFC 9396 details are a few levels deep). Deeper JSON is
+# refused before anything walks it: CPython's parser gives up near 1,000 levels anyway.
+MAX_OTHER_FIELDS_DEPTH = 32
 
 
 class Lookup(Enum):
@@ -277,6 +280,37 @@ def validate_properties(properties: Sequence[PropertyInput]) -> tuple[Property, 
     return tuple(valid)
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_json_object(text: str) -> bool:
+    """Strict JSON (RFC 8259: no NaN, no Infinity) holding an object, at most
+    `MAX_OTHER_FIELDS_DEPTH` levels deep."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and json_depth(value) <= MAX_OTHER_FIELDS_DEPTH
+
+
+def json_depth(value: object) -> int:
+    """How deep containers nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def validate_authorization_details(
     elements: Sequence[AuthzElementInput],
 ) -> tuple[AuthzElement, ...]:
@@ -286,16 +320,12 @@ def validate_authorization_details(
     for index, element in enumerate(elements):
         if not element.type:
             raise BadRequestAction(f"authorizationDetails.elements[{index}] has no type.")
-        if element.other_fields is not None:
-            try:
-                other = json.loads(element.other_fields)
-            except ValueError:
-                other = None
-            if not isinstance(other, dict):
-                raise BadRequestAction(
-                    f"authorizationDetails.elements[{index}].otherFields must be a JSON "
-                    "object written as a string."
-                )
+        if element.other_fields is not None and not _is_json_object(element.other_fields):
+            raise BadRequestAction(
+                f"authorizationDetails.elements[{index}].otherFields must be a JSON object "
+                f"written as a string, nested {MAX_OTHER_FIELDS_DEPTH} levels at the most, "
+                "without NaN or Infinity."
+            )
         valid.append(
             AuthzElement(
                 type=element.type,

@@ -457,3 +457,94 @@ async def test_a_refused_form_never_echoes_the_values_it_carried(world: World) -
     body = envelope(response, 400, "REQUEST_MALFORMED")
     assert secret_value not in body["resultMessage"]
     assert "9" * 30 not in body["resultMessage"]
+
+
+# --- Inputs that once answered 500 -----------------------------------------------------------
+
+
+def nested_other_fields(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "other_fields",
+    [nested_other_fields(1_000), nested_other_fields(5_000), '{"a": NaN}', '{"a": -Infinity}'],
+    ids=["1,000 deep", "5,000 deep", "NaN", "-Infinity"],
+)
+async def test_deep_or_non_finite_other_fields_are_bad_request_on_create_and_update(
+    world: World, token: dict[str, Any], stored: Any, other_fields: str
+) -> None:
+    details = {"elements": [{"type": "t", "otherFields": other_fields}]}
+    before = stored(token["tokenId"])
+    answer = await world.update(accessToken=token["accessToken"], authorizationDetails=details)
+    assert answer["action"] == "BAD_REQUEST"
+    assert "otherFields" in answer["resultMessage"]
+    assert stored(token["tokenId"]) == before
+    created = await world.http.post(
+        "/api/auth/token/create",
+        json={"grantType": "PASSWORD", "clientId": world.client_id, "subject": "s",
+              "authorizationDetails": details},
+        auth=world.auth,
+    )  # fmt: skip
+    assert ok(created)["action"] == "BAD_REQUEST"
+
+
+async def test_other_fields_nested_within_the_bound_are_kept(
+    world: World, token: dict[str, Any]
+) -> None:
+    fine = nested_other_fields(31)
+    details = {"elements": [{"type": "t", "otherFields": fine}]}
+    answer = await world.update(accessToken=token["accessToken"], authorizationDetails=details)
+    assert answer["action"] == "OK"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"accessToken": "x", "ignored": NaN}',
+        b'{"accessToken": "x", "ignored": [Infinity]}',
+        b'{"accessToken": "x", "ignored": -Infinity}',
+        b'{"accessToken": "x", "ignored": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+        b'{"accessToken": "x", "ignored": ' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}",
+    ],
+    ids=["NaN", "Infinity in a list", "-Infinity", "deep arrays", "deep objects"],
+)
+async def test_non_finite_numbers_and_deep_nesting_in_any_body_are_400(
+    world: World, token: dict[str, Any], stored: Any, content: bytes
+) -> None:
+    before = stored(token["tokenId"])
+    for path in ("/auth/token/update", "/api/auth/introspection", "/api/auth/token/create"):
+        response = await world.http.post(path, content=content, headers=JSON, auth=world.auth)
+        body = envelope(response, 400, "REQUEST_MALFORMED")
+        assert "JSON" in body["resultMessage"]
+    service = await world.http.post(
+        "/api/service/create", content=content, headers=JSON, auth=OPERATOR
+    )
+    envelope(service, 400, "REQUEST_MALFORMED")
+    assert stored(token["tokenId"]) == before
+
+
+async def test_nan_inside_a_string_is_only_text(world: World, token: dict[str, Any]) -> None:
+    answer = await world.update(
+        accessToken=token["accessToken"], properties=[{"key": "NaN", "value": "Infinity"}]
+    )
+    assert answer["action"] == "OK"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Basic \xff\xff", b"Basic \xc3\xa9t\xc3\xa9", b"Basic " + b"/w==", b"Bearer \xff\xfe"],
+    ids=["Latin-1 bytes", "UTF-8 bytes", "base64 of 0xff", "Bearer with Latin-1 bytes"],
+)
+async def test_credentials_outside_ascii_or_utf8_are_401(
+    world: World, token: dict[str, Any], authorization: bytes
+) -> None:
+    headers = {b"Authorization": authorization, b"Content-Type": b"application/json"}
+    update = await world.http.post(
+        "/auth/token/update", content=json.dumps({"accessToken": token["accessToken"]}),
+        headers=headers,
+    )  # fmt: skip
+    envelope(update, 401, "CREDENTIALS_INVALID")
+    envelope(
+        await world.http.get("/api/service/get/list", headers=headers), 401, "CREDENTIALS_INVALID"
+    )

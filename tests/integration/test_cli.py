@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -129,3 +130,27 @@ def test_every_worker_logs_json_access_lines(tmp_path: Path) -> None:
     access = [line for line in lines if line["logger"] == "tokenstore.access"]
     assert len([line for line in access if line["route"] == "/ready"]) == 6
     assert all(line["request_id"] for line in access)
+
+
+def test_serve_with_workers_leaves_no_metrics_directory_behind(tmp_path: Path) -> None:
+    """The workers' metrics directory goes when `serve` stops, and one left by a server
+    that was killed (its process gone) is removed when the next one starts."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    dead_pid = _ended_pid()
+    stale = temporary / f"tokenstore-metrics-{dead_pid}-abc123"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"x")
+    env = clean_environment(TMPDIR=str(temporary))
+    with serving(tmp_path, env, "--workers", "2") as (base, _):
+        assert httpx.get(f"{base}/metrics").status_code == 200
+        assert not stale.exists()
+        (own,) = temporary.glob("tokenstore-metrics-*")
+        assert list(own.iterdir()), "the workers write their samples there"
+    assert list(temporary.glob("tokenstore-metrics-*")) == []
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen(["true"])  # noqa: S607
+    process.wait()
+    return process.pid
