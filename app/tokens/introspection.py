@@ -164,7 +164,9 @@ async def _possession(
                 f"{service_api_key}:{proof.jkt}:{proof.jti}".encode()
             ).hexdigest()
             # RFC 9449 section 11.1: a jti seen before, by any process, is a replay.
-            if not await reads.remember_proof(key=replay_key, expires_at=proof.remember_until):
+            if not await reads.remember_proof(
+                key=replay_key, expires_at=proof.remember_until, now=now
+            ):
                 raise binding.ReplayedProof("The DPoP proof was used before.")
         except ProofError as error:
             code = "INTROSPECTION_DPOP_" + type(error).__name__.upper()

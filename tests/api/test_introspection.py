@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import Engine, func, insert, select
 
 from app.config import Settings
 from app.main import create_app
+from app.tokens.models import DpopProofRow
 from tests.api.world import World, ok
 from tests.proofs import ProofMaker, self_signed_certificate
 
@@ -284,3 +287,31 @@ async def test_standard_introspection_without_one_token_is_a_bad_request(
     answer = await standard(world, parameters)
     assert answer["action"] == "BAD_REQUEST"
     assert json.loads(answer["responseContent"])["error"] == "invalid_request"
+
+
+async def test_recording_proofs_removes_expired_ones_so_the_replay_table_stays_bounded(
+    world: World, engine: Engine
+) -> None:
+    """No operator action: each proof recorded removes a few expired records (the purge job
+    is off by default), on either database's path (the driver's on PostgreSQL)."""
+    now_ms = int(time.time() * 1000)
+    expired = [{"key": f"expired-{uuid.uuid4().hex}", "expires_at": 1_000 + n} for n in range(12)]
+    with engine.begin() as connection:
+        connection.execute(insert(DpopProofRow), expired)
+    maker = ProofMaker("EC")
+    token = await world.token(dpopKeyThumbprint=maker.jkt())
+    value = token["accessToken"]
+    for _ in range(3):
+        answer = await introspect(
+            world, token=value, dpop=maker.proof(token=value, htu=HTU), htm="GET", htu=HTU
+        )
+        assert answer["action"] == "OK"
+    with engine.connect() as connection:
+        left = connection.execute(
+            select(func.count()).where(DpopProofRow.expires_at < now_ms)
+        ).scalar_one()
+        fresh = connection.execute(
+            select(func.count()).where(DpopProofRow.expires_at >= now_ms)
+        ).scalar_one()
+    assert left == 0  # 3 proofs remove up to 12 expired records (other tests' ones too)
+    assert fresh >= 3

@@ -82,8 +82,9 @@ def test_only_tokens_whose_both_tokens_expired_are_purged_in_batches(engine: Eng
 
 def test_expired_dpop_replay_records_are_forgotten(engine: Engine) -> None:
     with Session(engine) as session, session.begin():
-        assert repository.remember_proof(session, key="old-" + str(NOW), expires_at=NOW - 1)
-        assert repository.remember_proof(session, key="new-" + str(NOW), expires_at=NOW + 1)
+        now = NOW - 10  # before either expires: nothing here is pruned on the way
+        assert repository.remember_proof(session, key=f"old-{NOW}", expires_at=NOW - 1, now=now)
+        assert repository.remember_proof(session, key=f"new-{NOW}", expires_at=NOW + 1, now=now)
     purge_expired(make_sessionmaker(engine), now=NOW, batch_size=10)
     with engine.connect() as connection:
         keys = set(connection.execute(select(DpopProofRow.key)).scalars())
