@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -143,3 +145,29 @@ def test_settings_never_print_their_secrets() -> None:
     settings = Settings(admin_api_secret=SecretStr("a" * 40), hash_secret=SecretStr("b" * 40))
     assert "a" * 40 not in str(settings.model_dump())
     assert "b" * 40 not in repr(settings)
+
+
+async def test_path_values_never_reach_logs_or_metric_labels(
+    world: World, captured: io.StringIO
+) -> None:
+    """Percent-encoded token values in a matched route, and paths no route matches: the
+    log names the route template (or one fixed label), and no new metric series appears."""
+    values = [f"tok%25{n:04d}%20y{secrets.token_hex(4)}" for n in range(20)]
+    for value in values:
+        response = await world.http.delete(f"/api/auth/token/delete/{value}", auth=world.auth)
+        assert response.status_code == 404
+        assert (await world.http.get(f"/no/such/{value}")).status_code == 404
+    metrics_text = (await world.http.get("/metrics")).text
+    # The server's lines only: the test's own HTTP client (httpx) logs the URLs it calls.
+    output = "\n".join(
+        line for line in captured.getvalue().splitlines() if '"logger": "httpx"' not in line
+    )
+    assert output.count('"route": "/api/auth/token/delete/{accessTokenIdentifier}"') == 20
+    assert output.count('"route": "(no route)"') == 20
+    for value in values:
+        assert value[-8:] not in output
+        assert value[-8:] not in metrics_text
+    routes = set(re.findall(r'tokenstore_http_requests_total\{[^}]*route="([^"]*)"', metrics_text))
+    assert "/api/auth/token/delete/{accessTokenIdentifier}" in routes
+    assert "(no route)" in routes
+    assert [route for route in routes if "%" in route or "tok0" in route] == []
