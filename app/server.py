@@ -76,6 +76,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits = limits()
         self._head_pending = False  # between a request's first byte and its last header
+        self._body_pending = False  # between its last header and the end of its body
         self._head_buffered = 0  # bytes of unfinished heads, as they arrive
         self._head_bytes = 0  # the request line and headers parsed so far
         self._header_count = 0
@@ -113,7 +114,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._head_pending:
+        if self._body_pending and self._deadline is None:
+            # Armed only when a body is still to come after this chunk: most requests end
+            # in the chunk that ends their head, and need no timer for their body.
+            self._set_deadline(self.limits.body_timeout_seconds, self._body_timed_out)
+        elif self._head_pending:
             # The whole chunk went to a head that is not complete yet: counted raw, so a
             # header that never ends is cut off after one more chunk at the most.
             self._head_buffered += len(data)
@@ -150,10 +155,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_pending = False
-        self._set_deadline(self.limits.body_timeout_seconds, self._body_timed_out)
+        self._body_pending = True
+        self._cancel_deadline()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._body_pending = False
         self._cancel_deadline()
         super().on_message_complete()
 
@@ -199,7 +206,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, response: bytes) -> None:
         self._cancel_deadline()
-        self._head_pending = False
+        self._head_pending = self._body_pending = False
         if not self.transport.is_closing():
             self.transport.write(response)
             self.transport.close()
