@@ -30,6 +30,15 @@ SQLITE_CACHE_KIB = 64 * 1024
 # A PostgreSQL host that accepts no connection (a dropped route, a full backlog) fails the
 # connection attempt after this long instead of the operating system's TCP timeout.
 POSTGRES_CONNECT_ARGS = {"connect_timeout": 5}
+# Every engine's errors leave out the statement's parameters: a failed statement's error
+# would otherwise quote them (a client's alias, a name, a lookup key) into tracebacks and logs.
+ENGINE_OPTIONS: dict[str, Any] = {"hide_parameters": True}
+
+# PostgreSQL's SQLSTATEs (its manual, appendix A) that the application tells apart.
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
 
 
 class Base(DeclarativeBase):
@@ -68,6 +77,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             max_overflow=pool_size,
             pool_pre_ping=True,
             connect_args=POSTGRES_CONNECT_ARGS,
+            **ENGINE_OPTIONS,
         )
     database = sqlite_file(real_url)
     if database is not None:
@@ -77,9 +87,26 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        **ENGINE_OPTIONS,
     )
     _configure_sqlite(engine)
     return engine
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL error, raised by psycopg or wrapped by SQLAlchemy; None
+    for any other error (SQLite's errors have none)."""
+    code = getattr(getattr(error, "orig", error), "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    """A write refused by a unique constraint: PostgreSQL's unique_violation, or SQLite's
+    UNIQUE (or PRIMARY KEY) constraint failure."""
+    if sqlstate(error) == UNIQUE_VIOLATION:
+        return True
+    name = getattr(getattr(error, "orig", error), "sqlite_errorname", None)
+    return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
 
 
 def sqlite_file(url: str) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -12,14 +14,22 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import FOREIGN_KEY_VIOLATION, is_unique_violation, sqlstate
 from app.errors import (
     ApiError,
+    Conflict,
     InternalError,
     MalformedRequest,
     PayloadTooLarge,
@@ -191,8 +201,21 @@ def render(error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status_code, headers=headers)
 
 
-# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout (query_canceled).
+# PostgreSQL's SQLSTATEs (its manual, appendix A) that tell a database error's meaning: a
+# statement cancelled by the statement timeout, a lock not obtained, the class of too few
+# resources (too many connections, out of memory), the class of a transaction rolled back
+# to settle a conflict (deadlock_detected, serialization_failure), and the classes of a
+# broken or refused connection and of the server's shutdowns and restarts.
 QUERY_CANCELED = "57014"
+LOCK_NOT_AVAILABLE = "55P03"
+INSUFFICIENT_RESOURCES = "53"
+TRANSACTION_ROLLBACK = "40"
+UNREACHABLE = ("08", "57")
+# Errors whose text can quote a statement's parameters or the server's DETAIL, which holds
+# a row's values (a client's alias, a name): logged by class and SQLSTATE only. All of
+# SQLAlchemy's, since some quote another's text (PendingRollbackError quotes the failure
+# that rolled the session back).
+DATABASE_ERRORS = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -217,16 +240,26 @@ def install_error_handlers(app: FastAPI) -> None:
             rendered.headers.update(error.headers)
         return rendered
 
-    async def on_database(_request: Request, error: Exception) -> JSONResponse:
-        # The database is down or the connection broke: nothing was committed, and a
-        # retry may succeed. Only the exception class is logged, never its parameters.
-        driver_error = getattr(error, "orig", error)  # SQLAlchemy wraps the driver's error
-        if getattr(driver_error, "sqlstate", None) == QUERY_CANCELED:
-            # The statement timeout: a lock held too long, or an overloaded database.
-            log.warning("database statement timed out: %s", type(error).__name__)
-            return render(ServiceBusy("The database did not answer in time; retry later."))
-        log.error("database unavailable: %s", type(error).__name__)
-        return render(ServiceUnavailable("The database is unavailable; retry later."))
+    async def on_database(request: Request, error: Exception) -> JSONResponse:
+        # Nothing was committed. Only the error's class and SQLSTATE are logged.
+        outcome = database_outcome(error)
+        if outcome is None:
+            return await on_unexpected(request, error)
+        if isinstance(outcome, ServiceBusy):
+            log.warning("database busy: %s", error_summary(error))
+        elif isinstance(outcome, Conflict):
+            log.warning("transaction rolled back for a concurrent one: %s", error_summary(error))
+        else:
+            log.error("database unavailable: %s", error_summary(error))
+        return render(outcome)
+
+    async def on_integrity(request: Request, error: Exception) -> JSONResponse:
+        # A write refused by a constraint, most often after a concurrent request's write.
+        outcome = integrity_outcome(error)
+        if outcome is None:
+            return await on_unexpected(request, error)
+        log.info("write refused by a constraint: %s", error_summary(error))
+        return render(outcome)
 
     async def on_pool_exhausted(_request: Request, error: Exception) -> JSONResponse:
         # Every pooled connection stayed busy for the pool timeout: overload, not a fault.
@@ -236,7 +269,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_unfit_value(_request: Request, error: Exception) -> JSONResponse:
         # A value the edge let through but the database refuses (out of range, too long):
         # the caller's input, not a fault of the service. Rolled back like any error.
-        log.warning("value refused by the database: %s", type(error).__name__)
+        log.warning("value refused by the database: %s", error_summary(error))
         return render(MalformedRequest("A value is out of range or too long to store."))
 
     async def on_client_gone(_request: Request, _error: Exception) -> Response:
@@ -246,21 +279,114 @@ def install_error_handlers(app: FastAPI) -> None:
         return Response(status_code=400)
 
     async def on_unexpected(_request: Request, error: Exception) -> JSONResponse:
-        log.error("unexpected failure: %s", type(error).__name__, exc_info=error)
+        # The traceback as text, without what a database error's text would carry.
+        log.error("unexpected failure: %s\n%s", error_summary(error), redacted_traceback(error))
         return render(InternalError("An unexpected error occurred; nothing was changed."))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_database)
+    app.add_exception_handler(IntegrityError, on_integrity)
     app.add_exception_handler(PoolTimeout, on_pool_exhausted)
     app.add_exception_handler(DataError, on_unfit_value)
     app.add_exception_handler(DBAPIError, _database_or_unexpected(on_database, on_unexpected))
     app.add_exception_handler(
-        psycopg.Error, _driver_error(on_database, on_unfit_value, on_unexpected)
+        psycopg.Error, _driver_error(on_database, on_integrity, on_unfit_value, on_unexpected)
     )
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def database_outcome(error: BaseException) -> ApiError | None:
+    """What an operational database error tells the caller, by its SQLSTATE; None when it
+    is a fault of the service (500). "Unavailable" only when the database is out of reach:
+    a database that answers is busy, or refused a transaction, but it is up."""
+    code = sqlstate(error)
+    if code == QUERY_CANCELED:
+        # The statement timeout: a lock held too long, or an overloaded database.
+        return ServiceBusy("The database did not answer in time; retry later.")
+    if code == LOCK_NOT_AVAILABLE or _sqlite_busy(error):
+        return ServiceBusy("The database is busy; retry later.")
+    if code is not None and code.startswith(INSUFFICIENT_RESOURCES):
+        return ServiceBusy("The database is short of resources; retry later.")
+    if code is not None and code.startswith(TRANSACTION_ROLLBACK):
+        # A deadlock or a serialization failure, as often as app.transactions runs a
+        # unit of work again: concurrent requests contended for the same rows.
+        return Conflict(
+            "Concurrent requests changed the same data and this one was rolled back; "
+            "nothing was changed, retry it."
+        )
+    if code is None or code.startswith(UNREACHABLE):
+        # The connection broke or could not be made (a driver error without a SQLSTATE,
+        # or SQLite's file), or the server is shutting down: a retry may succeed.
+        return ServiceUnavailable("The database is unavailable; retry later.")
+    return None
+
+
+def integrity_outcome(error: BaseException) -> ApiError | None:
+    """What a write refused by a constraint tells the caller; None for a fault of ours
+    (a NOT NULL or CHECK constraint the service should never break)."""
+    if is_unique_violation(error):
+        return Conflict(
+            "A value that must be unique is already taken, possibly by a concurrent "
+            "request; nothing was changed."
+        )
+    dangling = sqlstate(error) == FOREIGN_KEY_VIOLATION
+    if dangling or _sqlite_error(error, "SQLITE_CONSTRAINT_FOREIGNKEY"):
+        return Conflict(
+            "What this request refers to was deleted meanwhile, possibly by a concurrent "
+            "request; nothing was changed."
+        )
+    return None
+
+
+def _sqlite_error(error: BaseException, prefix: str) -> bool:
+    name = getattr(getattr(error, "orig", error), "sqlite_errorname", None)
+    return isinstance(name, str) and name.startswith(prefix)
+
+
+def _sqlite_busy(error: BaseException) -> bool:
+    """SQLite's "database is locked": another writer outlasted the busy timeout."""
+    return _sqlite_error(error, "SQLITE_BUSY") or _sqlite_error(error, "SQLITE_LOCKED")
+
+
+def error_summary(error: BaseException) -> str:
+    """An error's class, with its driver error's class and SQLSTATE for a database error:
+    never a database error's text, which can quote the statement's parameters and the
+    server's DETAIL (the values of a row)."""
+    if not isinstance(error, DATABASE_ERRORS):
+        return type(error).__name__
+    parts = [type(error).__name__]
+    driver_error = getattr(error, "orig", None)
+    if isinstance(driver_error, BaseException):
+        parts.append(type(driver_error).__name__)
+    code = sqlstate(error)
+    if code is not None:
+        parts.append(f"sqlstate={code}")
+    return " ".join(parts)
+
+
+def redacted_traceback(error: BaseException) -> str:
+    """The traceback of `error` and of the errors it arose from, as Python prints them,
+    except that a database error shows only its `error_summary`."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and not any(current is seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        else:
+            current = None if current.__suppress_context__ else current.__context__
+    blocks = []
+    for link in reversed(chain):
+        if isinstance(link, DATABASE_ERRORS):
+            last = f"{type(link).__module__}.{type(link).__qualname__}: {error_summary(link)}"
+        else:
+            last = "".join(traceback.format_exception_only(link)).rstrip()
+        frames = "".join(traceback.format_tb(link.__traceback__))
+        blocks.append(f"Traceback (most recent call last):\n{frames}{last}")
+    return "\n\nwhich led to:\n\n".join(blocks)
 
 
 def _database_or_unexpected(
@@ -277,6 +403,7 @@ def _database_or_unexpected(
 
 def _driver_error(
     on_database: Callable[[Request, Exception], Awaitable[JSONResponse]],
+    on_integrity: Callable[[Request, Exception], Awaitable[JSONResponse]],
     on_unfit_value: Callable[[Request, Exception], Awaitable[JSONResponse]],
     on_unexpected: Callable[[Request, Exception], Awaitable[JSONResponse]],
 ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -287,6 +414,8 @@ def _driver_error(
         if isinstance(error, psycopg.OperationalError):
             # QueryCanceled (the statement timeout) is one too; on_database tells it apart.
             return await on_database(request, error)
+        if isinstance(error, psycopg.IntegrityError):
+            return await on_integrity(request, error)
         if isinstance(error, psycopg.DataError):
             return await on_unfit_value(request, error)
         return await on_unexpected(request, error)

@@ -25,6 +25,13 @@ A unit of work opens only once its request has been read whole (`get_session` de
 `request_read`): no connection, transaction or lock is held while a client sends its
 body, and every wait for one is bounded (`pool_timeout`, then 503 SERVICE_BUSY).
 
+On PostgreSQL, a transaction that the database rolls back to settle a conflict with a
+concurrent one (a deadlock, a serialization failure) is run again, a few times at most:
+its first call is the whole of the work so far, so it can be replayed from a fresh
+transaction (`RetriedWork`). Services take their locks in one order (the parent row first)
+so that this stays a safety net; what still fails after the last attempt is answered 409
+(app.http), never as a database outage.
+
 The hot path (introspection and the update, app.tokens.repository) drives psycopg itself
 on PostgreSQL, from a pool of its own (`DriverPool`): `reads()` hands out a connection in
 autocommit (one round trip a statement), `pipelined()` a transaction in pipeline mode (two
@@ -37,6 +44,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,9 +54,11 @@ import psycopg
 from fastapi import Depends, Request
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as WaitTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
+    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
@@ -56,8 +66,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 from app.db import (
+    DEADLOCK_DETECTED,
+    ENGINE_OPTIONS,
     POSTGRES_CONNECT_ARGS,
     READ_ONLY,
+    SERIALIZATION_FAILURE,
     SESSION_OPTIONS,
     driver_url,
     is_sqlite,
@@ -65,6 +78,7 @@ from app.db import (
     make_engine,
     make_sessionmaker,
     sqlite_file,
+    sqlstate,
 )
 from app.filelock import FileLock, LockTimeout
 
@@ -73,6 +87,11 @@ IDLE = TransactionStatus.IDLE
 ANNOUNCEMENTS = "tokenstore.credentials_changed"
 P = ParamSpec("P")
 T = TypeVar("T")
+# How often a unit of work is run in all when PostgreSQL keeps rolling it back for a
+# conflict with concurrent transactions (`RetriedWork`), and the longest pause before a
+# new attempt (a random part of it, so that the colliding requests do not meet again).
+ATTEMPTS = 4
+RETRY_PAUSE_S = 0.02
 
 
 class UnitOfWork(Protocol):
@@ -162,6 +181,7 @@ class AsyncDatabase:
                 **POSTGRES_CONNECT_ARGS,
                 "options": options,
             },
+            **ENGINE_OPTIONS,
         )
         self.pool = self.engine.pool
         self._sessions = async_sessionmaker(self.engine, **SESSION_OPTIONS)
@@ -176,7 +196,7 @@ class AsyncDatabase:
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         session = self._sessions()
         try:
-            yield session
+            yield RetriedWork(session)
             await session.commit()
             announced = session.sync_session.info.pop(ANNOUNCEMENTS, None)
             if announced and self.after_announcements is not None:
@@ -227,6 +247,44 @@ class AsyncDatabase:
     async def dispose(self) -> None:
         await self.driver.close()
         await self.engine.dispose()
+
+
+class RetriedWork:
+    """A unit of work on PostgreSQL whose first call runs again, in a fresh transaction,
+    when PostgreSQL rolled its transaction back to settle a conflict with a concurrent one:
+    a deadlock or a serialization failure, which its manual tells clients to retry (13.6,
+    "Serialization Failure Handling"). At most `ATTEMPTS` runs in all; then the error goes
+    up (409, app.http).
+
+    Only the first call: it is the transaction's whole work so far, so running it again
+    redoes everything the rollback undid (every management route makes one call, whose
+    function builds its rows anew). A later call's failure is not retried, since the
+    rollback undid its predecessors too, and only the route knows them. Nothing is
+    retried once the route has returned: a commit on PostgreSQL's default isolation level
+    fails for neither reason.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._called = False
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self._called:
+            return await self._session.run_sync(fn, *args, **kwargs)
+        self._called = True
+        for attempt in range(1, ATTEMPTS):
+            try:
+                return await self._session.run_sync(fn, *args, **kwargs)
+            except DBAPIError as error:
+                if sqlstate(error) not in (DEADLOCK_DETECTED, SERIALIZATION_FAILURE):
+                    raise
+            await self._session.rollback()
+            # The failed attempt's announcements were never sent (app.services.repository).
+            self._session.sync_session.info.pop(ANNOUNCEMENTS, None)
+            await asyncio.sleep(random.uniform(0, RETRY_PAUSE_S * attempt))  # noqa: S311
+        return await self._session.run_sync(fn, *args, **kwargs)
 
 
 class DriverPool:

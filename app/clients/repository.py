@@ -5,14 +5,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.clients.models import ClientRow
+from app.db import is_unique_violation
+
+
+class AliasTaken(Exception):
+    """The write was refused by the unique constraint on (service, alias): another client
+    of the service took the alias, possibly at the same moment (client IDs are random
+    15-digit numbers, so the alias is the unique value a write can collide on)."""
 
 
 def get(session: Session, service_api_key: int, client_id: int) -> ClientRow | None:
     statement = select(ClientRow).where(
         ClientRow.service_api_key == service_api_key, ClientRow.client_id == client_id
+    )
+    return session.scalars(statement).one_or_none()
+
+
+def get_for_update(session: Session, service_api_key: int, client_id: int) -> ClientRow | None:
+    """The client, its row locked until the transaction ends, so that concurrent updates
+    of one client do not lose each other's changes. FOR NO KEY UPDATE, as the UPDATE itself
+    takes: token inserts (a key-share lock through their foreign key) are not held up."""
+    statement = (
+        select(ClientRow)
+        .where(ClientRow.service_api_key == service_api_key, ClientRow.client_id == client_id)
+        .with_for_update(key_share=True)
     )
     return session.scalars(statement).one_or_none()
 
@@ -57,8 +77,23 @@ def count(session: Session, service_api_key: int) -> int:
 
 
 def insert(session: Session, row: ClientRow) -> None:
+    """Raises AliasTaken when another client holds the row's alias."""
     session.add(row)
-    session.flush()
+    flush(session)
+
+
+def flush(session: Session) -> None:
+    """Writes the session's changes to clients; raises AliasTaken when another client
+    holds an alias given. The check before a write (`alias_taken`) sees only committed
+    clients: a concurrent request's alias shows up here, from the constraint, once that
+    request commits (PostgreSQL makes the second insert of a unique value wait for the
+    first transaction's end)."""
+    try:
+        session.flush()
+    except IntegrityError as error:
+        if is_unique_violation(error):
+            raise AliasTaken from None
+        raise
 
 
 def delete_client(session: Session, service_api_key: int, client_id: int) -> bool:

@@ -28,7 +28,11 @@ def _check_alias(session: Session, service_api_key: int, spec: ClientSpec, clien
     if spec.alias and repository.alias_taken(
         session, service_api_key, spec.alias, other_than=client_id
     ):
-        raise Conflict(f"Another client of this service has the alias {spec.alias!r}.")
+        raise _alias_conflict(spec)
+
+
+def _alias_conflict(spec: ClientSpec) -> Conflict:
+    return Conflict(f"Another client of this service has the alias {spec.alias!r}.")
 
 
 def create(session: Session, *, service_api_key: int, spec: ClientSpec, now: int) -> ClientRow:
@@ -45,7 +49,11 @@ def create(session: Session, *, service_api_key: int, spec: ClientSpec, now: int
         created_at=now,
         modified_at=now,
     )
-    repository.insert(session, row)
+    try:
+        repository.insert(session, row)
+    except repository.AliasTaken:
+        # Taken by a concurrent request after the check: the constraint is the last word.
+        raise _alias_conflict(spec) from None
     return row
 
 
@@ -67,7 +75,9 @@ def page(
 def update(
     session: Session, *, service_api_key: int, client_id: int, spec: ClientSpec, now: int
 ) -> ClientRow:
-    row = get(session, service_api_key=service_api_key, client_id=client_id)
+    row = repository.get_for_update(session, service_api_key, client_id)
+    if row is None:
+        raise ResourceNotFound(f"This service has no client {client_id}.")
     _check_alias(session, service_api_key, spec, client_id)
     if spec.name is not None:
         row.client_name = spec.name
@@ -80,7 +90,10 @@ def update(
     if spec.requestable_scopes is not None:
         row.requestable_scopes = list(dict.fromkeys(spec.requestable_scopes))
     row.modified_at = now
-    session.flush()
+    try:
+        repository.flush(session)
+    except repository.AliasTaken:
+        raise _alias_conflict(spec) from None
     return row
 
 

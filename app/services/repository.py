@@ -61,6 +61,22 @@ def secret_digest_of(session: Session, api_key: int) -> str | None:
     return session.scalar(_SECRET_DIGEST, {"api_key": api_key})
 
 
+def get_for_update(session: Session, api_key: int) -> ServiceRow | None:
+    """The service, its row locked until the transaction ends (without its scopes).
+
+    An update of a service takes this lock before anything else, so concurrent updates of
+    one service run one after the other: each replaces the scopes the previous one wrote
+    (PostgreSQL reads afresh after a lock wait). Without it they deleted and inserted the
+    same scope rows side by side: deadlocks, and unique violations of the scope names.
+    FOR NO KEY UPDATE, as an UPDATE of the row takes: it leaves the key-share locks that
+    inserts of the service's clients and tokens take through their foreign keys alone.
+    SQLite has no row locks (its writers take turns) and renders no locking clause."""
+    statement = (
+        select(ServiceRow).where(ServiceRow.api_key == api_key).with_for_update(key_share=True)
+    )
+    return session.scalars(statement).one_or_none()
+
+
 def get_with_scopes(session: Session, api_key: int) -> ServiceRow | None:
     statement = (
         select(ServiceRow)

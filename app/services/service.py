@@ -101,7 +101,9 @@ def page(session: Session, *, start: int, end: int) -> tuple[Sequence[ServiceRow
 
 def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> ServiceRow:
     """Updates what the request gives (null, and durations of 0, leave a field alone)."""
-    row = get(session, api_key=api_key)
+    row = repository.get_for_update(session, api_key)
+    if row is None:
+        raise ResourceNotFound(f"There is no service {api_key}.")
     if spec.name is not None:
         row.name = spec.name
     if spec.description is not None:

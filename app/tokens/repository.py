@@ -118,7 +118,9 @@ class TokenReads(Protocol):
         self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
     ) -> list[FoundToken]: ...
 
-    async def remember_proof(self, *, key: str, expires_at: int) -> bool: ...
+    async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
+        """Records a DPoP proof, False when it was recorded before (a replay); removes a
+        few expired ones on the way."""
 
 
 # --- The hot path's statements (Core, built once) ------------------------------------------
@@ -163,11 +165,32 @@ _INTROSPECTED = union_all(
     .where(_TOKENS.c.refresh_key == bindparam("rkey")),
 )
 
+# Each proof recorded removes up to this many expired ones: the replay table stays about as
+# large as the proofs of its window, with no operator action (`purge-expired` still can).
+PRUNED_PER_PROOF = 4
+_EXPIRED_PROOFS = (
+    select(DpopProofRow.key)
+    .where(DpopProofRow.expires_at <= bindparam("now"))
+    .order_by(DpopProofRow.expires_at)
+    .limit(bindparam("prune"))
+)
+_PRUNE_PROOFS = delete(DpopProofRow).where(DpopProofRow.key.in_(_EXPIRED_PROOFS.scalar_subquery()))
+# PostgreSQL: one statement; SKIP LOCKED, so concurrent requests prune different rows
+# instead of waiting on each other.
 _REMEMBER_PROOF_PG = (
     postgresql_insert(DpopProofRow)
     .values(key=bindparam("key"), expires_at=bindparam("expires_at"))
     .on_conflict_do_nothing(index_elements=["key"])
     .returning(DpopProofRow.key)
+    .add_cte(
+        delete(DpopProofRow)
+        .where(
+            DpopProofRow.key.in_(
+                _EXPIRED_PROOFS.with_for_update(skip_locked=True).scalar_subquery()
+            )
+        )
+        .cte("pruned")
+    )
 )
 
 
@@ -283,10 +306,9 @@ class PostgresTokens:
         )
         return [_found(row, refresh_key) for row in await cursor.fetchall()]
 
-    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
-        cursor = await self._connection.execute(
-            _PG_REMEMBER_PROOF, {"key": key, "expires_at": expires_at}, prepare=True
-        )
+    async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
+        params = {"key": key, "expires_at": expires_at, "now": now, "prune": PRUNED_PER_PROOF}
+        cursor = await self._connection.execute(_PG_REMEMBER_PROOF, params, prepare=True)
         return await cursor.fetchone() is not None
 
 
@@ -304,9 +326,10 @@ class PostgresReads:
                 service_api_key, access_key=access_key, refresh_key=refresh_key
             )
 
-    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
+    async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
         async with self._database.reads() as connection:
-            return await PostgresTokens(connection).remember_proof(key=key, expires_at=expires_at)
+            tokens = PostgresTokens(connection)
+            return await tokens.remember_proof(key=key, expires_at=expires_at, now=now)
 
 
 # --- SQLite (and any Session): the same statements through SQLAlchemy -----------------------
@@ -382,9 +405,9 @@ class SessionReads:
             refresh_key=refresh_key,
         )  # fmt: skip
 
-    async def remember_proof(self, *, key: str, expires_at: int) -> bool:
+    async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
         async with self._database.transaction() as work:
-            return await work.run_sync(remember_proof, key=key, expires_at=expires_at)
+            return await work.run_sync(remember_proof, key=key, expires_at=expires_at, now=now)
 
 
 @asynccontextmanager
@@ -484,9 +507,17 @@ def find(
     return session.scalars(statement.limit(1)).first()
 
 
-def delete_row(session: Session, row: TokenRow) -> None:
-    session.delete(row)
-    session.flush()
+def delete_row(session: Session, row: TokenRow) -> bool:
+    """Deletes a token found before; False when a concurrent request deleted it first.
+
+    The DELETE's own row count decides, not the earlier read: on PostgreSQL a second
+    delete of one row waits for the first one's transaction, then finds the row gone and
+    deletes nothing. (The ORM's `session.delete` only warned about that, and every
+    concurrent delete of a token answered that it had deleted it.)"""
+    result = session.execute(
+        delete(TokenRow).where(TokenRow.id == row.id).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def delete_matching(
@@ -522,9 +553,11 @@ def delete_dead_batch(session: Session, *, now: int, limit: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def remember_proof(session: Session, *, key: str, expires_at: int) -> bool:
+def remember_proof(session: Session, *, key: str, expires_at: int, now: int) -> bool:
     """Records a DPoP proof; False when it was recorded before (a replay). One statement
-    (INSERT ... ON CONFLICT DO NOTHING), so concurrent processes cannot both succeed."""
+    (INSERT ... ON CONFLICT DO NOTHING), so concurrent processes cannot both succeed.
+    Removes up to PRUNED_PER_PROOF expired proofs first."""
+    session.execute(_PRUNE_PROOFS, {"now": now, "prune": PRUNED_PER_PROOF})
     insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(DpopProofRow)

@@ -347,9 +347,8 @@ def delete(session: Session, *, service_api_key: int, identifier: str, hash_key:
     row = find_by_identifier(
         session, service_api_key=service_api_key, identifier=identifier, hash_key=hash_key
     )
-    if row is None:
+    if row is None or not repository.delete_row(session, row):
         raise ResourceNotFound("This service has no such token.")
-    repository.delete_row(session, row)
     log.info("token deleted token_id=%s", row.token_id)
 
 
@@ -381,9 +380,8 @@ def revoke(
                     service_api_key, refresh_identifier, hash_key, refresh=True
                 ),
             )  # fmt: skip
-        if row is None:
+        if row is None or not repository.delete_row(session, row):
             return 0
-        repository.delete_row(session, row)
         log.info("token revoked token_id=%s", row.token_id)
         return 1
     if not client_identifier and subject is None:
