@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 
 from app.tokens import schemas
 from tests.api.world import World, ok
@@ -309,6 +309,24 @@ async def test_an_unexpected_failure_is_500_and_rolls_the_update_back(
     assert body["action"] == "INTERNAL_SERVER_ERROR"
     assert "boom" not in body["resultMessage"]
     assert stored(token["tokenId"]) == before
+
+
+async def test_an_unexpected_failure_is_answered_and_not_raised_to_the_server(
+    app: Any, world: World, token: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once answered 500 (and logged without database text, app.http), the error goes no
+    further: the server would log its whole traceback again."""
+
+    def explode(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(schemas.TokenUpdateOut, "of", explode)
+    transport = ASGITransport(app=app, raise_app_exceptions=True)
+    async with AsyncClient(transport=transport, base_url="http://tokenstore") as client:
+        response = await client.post(
+            "/auth/token/update", json={"accessToken": token["accessToken"]}, auth=world.auth
+        )
+    envelope(response, 500, "INTERNAL_ERROR")
 
 
 async def test_token_creation_rejects_bad_input_without_writing(
