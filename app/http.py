@@ -112,30 +112,6 @@ def form_fields(raw: bytes) -> dict[str, list[str]]:
     return fields
 
 
-# Models whose bodies a dependency parses by hand; `document_bodies` adds their schemas to
-# the OpenAPI components. Filled at import time by the routers, read once at start-up.
-DOCUMENTED_BODIES: dict[str, type[BaseModel]] = {}
-
-
-def openapi_body(model: type[BaseModel], *, form: bool = False) -> dict[str, Any]:
-    """`openapi_extra` for a route whose body a dependency parses by hand."""
-    DOCUMENTED_BODIES[model.__name__] = model
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    content: dict[str, Any] = {"application/json": {"schema": schema}}
-    if form:
-        content[FORM_TYPE] = {"schema": schema}
-    return {"requestBody": {"required": True, "content": content}}
-
-
-def document_bodies(openapi: dict[str, Any]) -> dict[str, Any]:
-    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for name, model in DOCUMENTED_BODIES.items():
-        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[name] = schema
-    return openapi
-
-
 class BodySizeLimit:
     """Refuses bodies over `limit` bytes with 413, before the application reads them
     whole: by `Content-Length` when given, else by counting chunked bytes as they come."""

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
-from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from app import jobs, logs
@@ -19,8 +18,9 @@ from app.config import Settings
 from app.credentials import CredentialReplica
 from app.db import is_sqlite, make_engine, make_sessionmaker
 from app.filelock import FileLock
-from app.http import BodySizeLimit, StorableText, document_bodies, install_error_handlers
+from app.http import BodySizeLimit, StorableText, install_error_handlers
 from app.metrics import metrics_endpoint
+from app.openapi import document
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
 from app.tokens.router import hot_router, update_router
@@ -148,8 +148,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            app.openapi_schema = document_bodies(document)
+            app.openapi_schema = document(
+                app.routes, title=app.title, version=app.version, summary=app.summary
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

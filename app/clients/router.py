@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth import ServiceDep, SessionDep
 from app.clients import service
 from app.clients.schemas import ClientIn, ClientListOut, ClientOut
-from app.http import IdPath, PageEnd, PageStart, json_body, openapi_body
+from app.http import IdPath, PageEnd, PageStart, json_body
+from app.openapi import openapi_body
 
 router = APIRouter(tags=["clients"])
 ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]

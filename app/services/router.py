@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.auth import OperatorDep, ServiceDep, SessionDep
-from app.http import IdPath, PageEnd, PageStart, json_body, openapi_body
+from app.http import IdPath, PageEnd, PageStart, json_body
+from app.openapi import openapi_body
 from app.services import service
 from app.services.schemas import (
     AccessTokenCreateIn,

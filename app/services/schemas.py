@@ -8,6 +8,7 @@ from pydantic import Field
 
 from app.services.models import ServiceRow
 from app.services.service import ScopeSpec, ServiceSpec
+from app.tokens.rules import MAX_DURATION_SECONDS
 from app.wire import MAX_ITEMS, Envelope, PageEnvelope, WireInt, WireRequest, WireResponse
 
 
@@ -16,8 +17,19 @@ class PairIn(WireRequest):
     value: str | None = None
 
 
+# A scope name is a non-empty string without spaces (RFC 6749 section 3.3), which
+# `service.create` and `service.update` check (VALUE_INVALID): no character that Python's
+# `str.isspace` counts as one, and no NUL.
+SCOPE_NAME = (
+    r"^[^\u0000\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+    r"\u205f\u3000]+$"
+)
+# Durations over 11 digits are refused (VALUE_INVALID): documented, not enforced here.
+Duration = Annotated[WireInt, Field(json_schema_extra={"maximum": MAX_DURATION_SECONDS})]
+
+
 class ScopeIn(WireRequest):
-    name: str = Field(max_length=255)
+    name: str = Field(max_length=255, json_schema_extra={"pattern": SCOPE_NAME})
     description: str | None = None
     attributes: Annotated[list[PairIn], Field(max_length=MAX_ITEMS)] | None = None
 
@@ -28,8 +40,8 @@ class ServiceIn(WireRequest):
     service_name: str | None = Field(default=None, max_length=255)
     description: str | None = None
     supported_scopes: Annotated[list[ScopeIn], Field(max_length=MAX_ITEMS)] | None = None
-    access_token_duration: WireInt | None = None
-    refresh_token_duration: WireInt | None = None
+    access_token_duration: Duration | None = None
+    refresh_token_duration: Duration | None = None
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(

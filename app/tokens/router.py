@@ -20,13 +20,14 @@ from app.http import (
     json_body,
     json_response,
     media_type,
-    openapi_body,
 )
+from app.openapi import openapi_body
 from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
 from app.tokens.rules import response_expires_at
 from app.tokens.schemas import (
+    FORM_JSON_ONLY,
     AccessTokenOut,
     AuthzDetailsOut,
     GrantType,
@@ -67,7 +68,7 @@ async def update_body(request: Request) -> TokenUpdateIn:
 
 
 UpdateBody = Annotated[TokenUpdateIn, Depends(update_body)]
-UPDATE_DOC = openapi_body(TokenUpdateIn, form=True)
+UPDATE_DOC = openapi_body(TokenUpdateIn, form_without=FORM_JSON_ONLY)
 
 
 async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) -> Response:

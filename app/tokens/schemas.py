@@ -5,11 +5,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.errors import MalformedRequest
 from app.tokens.models import element_document
 from app.tokens.rules import (
+    MAX_DURATION_SECONDS,
+    MAX_TIMESTAMP_MS,
     AuthzElement,
     AuthzElementInput,
     PropertyInput,
@@ -17,6 +19,7 @@ from app.tokens.rules import (
     UpdateRequest,
     response_expires_at,
 )
+from app.tokens.service import MAX_VALUE_LENGTH
 from app.wire import (
     MAX_ITEMS,
     ActionEnvelope,
@@ -29,6 +32,19 @@ from app.wire import (
 )
 
 Strings = Annotated[list[str], Field(max_length=MAX_ITEMS)]
+
+# Constraints that the rules check once the body is parsed, answering with action
+# BAD_REQUEST (API.md): the schema documents them; the models do not enforce them, or a
+# value out of bounds would be HTTP 400 instead.
+Timestamp = Annotated[WireInt, Field(json_schema_extra={"maximum": MAX_TIMESTAMP_MS})]
+Duration = Annotated[WireInt, Field(json_schema_extra={"maximum": MAX_DURATION_SECONDS})]
+TokenValue = Annotated[str, Field(json_schema_extra={"maxLength": MAX_VALUE_LENGTH})]
+# A canonical base64url SHA-256 digest (`hashing.is_sha256_b64url`), or "" (rule 9: no
+# binding; rule 1: not given).
+Sha256 = Annotated[
+    str, Field(json_schema_extra={"pattern": "^([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])?$"})
+]
+Named = Annotated[str, Field(json_schema_extra={"minLength": 1})]  # a key, a type
 
 
 class GrantType(StrEnum):
@@ -47,7 +63,7 @@ class GrantType(StrEnum):
 
 
 class PropertyIO(WireRequest):
-    key: str | None = None
+    key: Named | None = None
     value: str | None = None
     hidden: bool | None = None
 
@@ -56,7 +72,7 @@ class PropertyIO(WireRequest):
 
 
 class AuthzElementIO(WireRequest):
-    type: str | None = None
+    type: Named | None = None
     locations: Strings | None = None
     actions: Strings | None = None
     data_types: Strings | None = None
@@ -95,18 +111,18 @@ class TokenUpdateIn(WireRequest):
     """Authlete's `TokenUpdateRequest`. `null` means "not given" for every field."""
 
     access_token: str | None = None
-    access_token_hash: str | None = None
+    access_token_hash: Sha256 | None = None
     token_id: str | None = None
-    access_token_expires_at: WireInt | None = None
-    refresh_token_expires_at: WireInt | None = None
+    access_token_expires_at: Timestamp | None = None
+    refresh_token_expires_at: Timestamp | None = None
     access_token_persistent: bool | None = None
     scopes: Strings | None = None
     access_token_expires_at_updated_on_scope_update: bool | None = None
     refresh_token_expires_at_updated_on_scope_update: bool | None = None
     properties: Annotated[list[PropertyIO], Field(max_length=MAX_ITEMS)] | None = None
     authorization_details: AuthzDetailsIO | None = None
-    certificate_thumbprint: str | None = None
-    dpop_key_thumbprint: str | None = None
+    certificate_thumbprint: Sha256 | None = None
+    dpop_key_thumbprint: Sha256 | None = None
     for_external_attachment: bool | None = None
     access_token_value_updated: bool | None = None
 
@@ -143,7 +159,7 @@ _FORM_BOOLEANS = {
     "accessTokenValueUpdated",
 }
 _FORM_INTEGERS = {"accessTokenExpiresAt", "refreshTokenExpiresAt"}
-_FORM_JSON_ONLY = {"properties", "authorizationDetails"}
+FORM_JSON_ONLY = frozenset({"properties", "authorizationDetails"})
 
 
 def update_from_form(fields: dict[str, list[str]]) -> dict[str, Any]:
@@ -151,7 +167,7 @@ def update_from_form(fields: dict[str, list[str]]) -> dict[str, Any]:
     each value may hold several space-separated scopes (RFC 6749 section 3.3)."""
     document: dict[str, Any] = {}
     for name, values in fields.items():
-        if name in _FORM_JSON_ONLY:
+        if name in FORM_JSON_ONLY:
             raise MalformedRequest(f"{name} is accepted in JSON bodies only.")
         if name == "scopes":
             document[name] = [scope for value in values for scope in value.split()]
@@ -252,14 +268,14 @@ class TokenCreateIn(WireRequest):
     client_id: WireId | None = None
     subject: Annotated[str, Field(max_length=255)] | None = None
     scopes: Strings | None = None
-    access_token_duration: WireInt | None = None
-    refresh_token_duration: WireInt | None = None
+    access_token_duration: Duration | None = None
+    refresh_token_duration: Duration | None = None
     properties: Annotated[list[PropertyIO], Field(max_length=MAX_ITEMS)] | None = None
-    access_token: str | None = None
-    refresh_token: str | None = None
+    access_token: TokenValue | None = None
+    refresh_token: TokenValue | None = None
     access_token_persistent: bool | None = None
-    certificate_thumbprint: str | None = None
-    dpop_key_thumbprint: str | None = None
+    certificate_thumbprint: Sha256 | None = None
+    dpop_key_thumbprint: Sha256 | None = None
     authorization_details: AuthzDetailsIO | None = None
     for_external_attachment: bool | None = None
 
@@ -352,7 +368,25 @@ class StandardIntrospectionOut(ActionEnvelope):
 # --- Revoke --------------------------------------------------------------------------------
 
 
+def _given(name: str, **string: Any) -> dict[str, Any]:
+    """JSON Schema: the body holds `name`, a string (with the constraints given)."""
+    return {"required": [name], "properties": {name: {"type": "string", **string}}}
+
+
 class TokenRevokeIn(WireRequest):
+    # What `service.revoke` needs, else HTTP 400: a non-empty access or refresh token
+    # identifier or client identifier, or a subject.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                _given("accessTokenIdentifier", minLength=1),
+                _given("refreshTokenIdentifier", minLength=1),
+                _given("clientIdentifier", minLength=1),
+                _given("subject"),
+            ]
+        }
+    )
+
     access_token_identifier: str | None = None
     refresh_token_identifier: str | None = None
     client_identifier: str | None = None
