@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import psycopg
+import pydantic_core
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -69,14 +70,27 @@ def describe(error: ValidationError) -> str:
 
 
 def parse_json(model: type[M], raw: bytes) -> M:
+    """Strict JSON (RFC 8259) into `model`. The parser (pydantic-core's) refuses nesting
+    deeper than 200 levels; NaN and Infinity, which it would take, are refused here."""
     if not raw.strip():
         raise MalformedRequest("The request body is empty; send a JSON object.")
+    if (b"NaN" in raw or b"Infinity" in raw) and not _finite(raw):
+        raise MalformedRequest("The request body is not valid JSON: NaN and Infinity are not JSON.")
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
         if any(problem["type"] == "json_invalid" for problem in error.errors()):
             raise MalformedRequest("The request body is not valid JSON.") from None
         raise MalformedRequest(f"Invalid request: {describe(error)}") from None
+
+
+def _finite(raw: bytes) -> bool:
+    """Whether JSON that mentions NaN or Infinity holds them only inside strings."""
+    try:
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
@@ -272,6 +286,27 @@ def install_error_handlers(app: FastAPI) -> None:
     )
     app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(Exception, on_unexpected)
+    # Starlette's outermost middleware answers with that handler and then raises the error
+    # again, for the server to log: uvicorn would log the whole traceback, a database
+    # error's text included. It was answered and logged (redacted) already: it stops here.
+    build_stack = app.build_middleware_stack
+
+    def stack_that_keeps_its_errors() -> ASGIApp:
+        return _KeepAnsweredErrors(build_stack())
+
+    app.build_middleware_stack = stack_that_keeps_its_errors  # type: ignore[method-assign]
+
+
+class _KeepAnsweredErrors:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:  # answered 500 and logged (redacted) by on_unexpected
+            if scope["type"] != "http":
+                raise
 
 
 def database_outcome(error: BaseException) -> ApiError | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Response
 from sqlalchemy import Engine
+from starlette.convertors import Convertor, register_url_convertor
 
 from app import jobs, logs
 from app.clients.router import router as clients_router
@@ -28,6 +29,24 @@ from app.tokens.router import router as tokens_router
 from app.transactions import AsyncDatabase, open_database
 
 VERSION = "0.1.0"
+
+
+class ServiceIdConvertor(Convertor[int]):
+    """A v3 path's `{serviceId}`: 1 to 19 digits (an API key is a positive 64-bit number).
+    Starlette's `int` would take any length, and Python's int() refuses over 4,300 digits
+    with an error (a 500); longer is simply no route here (404)."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("service_id", ServiceIdConvertor())
+V3_PREFIX = "/api/{serviceId:service_id}"
 
 
 def service_api() -> APIRouter:
@@ -115,13 +134,13 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     install_error_handlers(app)
     # Routes are matched in order: the hot path (the update, introspection) comes first.
     app.include_router(update_router)
-    for prefix in ("/api", "/api/{serviceId:int}"):
+    for prefix in ("/api", V3_PREFIX):
         app.include_router(hot_router, prefix=prefix)
     app.include_router(services_router)
     app.include_router(service_api(), prefix="/api")
     # Authlete API v3 paths name the service; API.md serves them with the same routes.
-    app.include_router(service_api(), prefix="/api/{serviceId:int}")
-    app.include_router(services_self_router, prefix="/api/{serviceId:int}")
+    app.include_router(service_api(), prefix=V3_PREFIX)
+    app.include_router(services_self_router, prefix=V3_PREFIX)
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:

@@ -144,6 +144,13 @@ async def test_out_of_range_numbers_in_paths_and_queries_are_400(world: World) -
         400,
         "VALUE_INVALID",
     )
+    # A v3 serviceId longer than any API key is no route (Python's int() refuses over
+    # 4,300 digits: that was a 500).
+    for digits in (20, 5_000):
+        path = f"/api/{'1' * digits}/client/get/list"
+        envelope(await world.http.get(path, auth=world.auth), 404, "ENDPOINT_NOT_FOUND")
+    own = await world.http.get(f"/api/{world.api_key}/client/get/list", auth=world.auth)
+    assert own.status_code == 200
 
 
 async def test_unknown_routes_and_methods_answer_in_the_envelope(http: AsyncClient) -> None:
