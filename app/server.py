@@ -14,7 +14,7 @@ adds, per connection:
 - the keep-alive timeout (`keep_alive_seconds`) from the moment a connection opens, not
   only after a first response: a connection that never sends a byte is closed as well.
 
-The limits come from Settings (`TOKENSTORE_*`, README "Limits"), read once per process.
+The limits come from Settings (`TOKENSTORE_*`, docs/api.md "Limits"), read once per process.
 """
 
 from __future__ import annotations
