@@ -81,11 +81,17 @@ def migrated_database(backend: str, directory: Path) -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of PostgreSQL-only behaviour are deselected, not skipped, when a run leaves
-    PostgreSQL out on purpose."""
-    if "postgresql" in BACKENDS:
-        return
-    kept = [item for item in items if item.get_closest_marker("postgresql_only") is None]
+    """Tests of PostgreSQL-only behaviour are deselected, not skipped: their SQLite
+    instances, and all of them when a run leaves PostgreSQL out on purpose."""
+
+    def wanted(item: pytest.Item) -> bool:
+        if item.get_closest_marker("postgresql_only") is None:
+            return True
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        return "postgresql" in BACKENDS and backend in (None, "postgresql")
+
+    kept = [item for item in items if wanted(item)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept

@@ -146,11 +146,10 @@ async def test_regenerations_from_two_processes_still_let_exactly_one_win(
             assert actions == ["NOT_FOUND"] * (WRITERS - 1) + ["OK"]
 
 
+@pytest.mark.postgresql_only  # SQLite has no statement timeout: its wait is the pool timeout's
 async def test_an_update_held_up_by_a_row_lock_past_the_statement_timeout_gets_503(
-    world: World, settings: Settings, engine: Engine, backend: str, stored: Any
+    world: World, settings: Settings, engine: Engine, stored: Any
 ) -> None:
-    if backend == "sqlite":
-        pytest.skip("SQLite has no statement timeout: its wait is the pool timeout's test")
     token = await world.token()
     before = stored(token["tokenId"])
     impatient = create_app(settings.model_copy(update={"db_statement_timeout_seconds": 0.3}))
