@@ -21,8 +21,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.credentials import CredentialReplica
 from app.errors import Unauthenticated
-from app.tokens.hashing import secret_digest, service_token_key
-from app.transactions import UnitOfWork, get_session
+from app.kit.hashing import secret_digest, service_token_key
 
 # Compared against when the API key is unknown, so that path does the same work.
 _UNKNOWN_DIGEST = "0" * 64
@@ -69,9 +68,6 @@ async def require_operator(request: Request) -> None:
     secret_ok = hmac.compare_digest(secret.encode(), expected_secret.encode())
     if not (key_ok and secret_ok and expected_key and expected_secret):
         raise Unauthenticated("The operator credentials are wrong.")
-
-
-SessionDep = Annotated[UnitOfWork, Depends(get_session, scope="function")]
 
 
 def replica_of(request: Request) -> CredentialReplica:

@@ -33,8 +33,8 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from app.auth import require_operator, require_service
-from app.http import FORM_TYPE
-from app.transactions import get_session
+from app.http import FORM_TYPE, JsonBody
+from app.transactions import unit_of_work
 from app.wire import WireResponse
 
 # JSON Schema (ECMA 262) for "holds no NUL": `app.wire` refuses NUL in a body, and
@@ -95,7 +95,7 @@ ANSWERS: dict[Kind, tuple[int, ...]] = {
     # app.http's handlers: the database unreachable, busy or timed out (503), anything
     # unexpected (500). Credentials are read from the database while its replica reloads.
     Kind.DATABASE: (500, 503),
-    # A change (POST, DELETE) in the request's unit of work (app.transactions.get_session):
+    # A change (POST, DELETE) in the request's unit of work (app.transactions.unit_of_work):
     # the database refused it for a concurrent request's change (a client alias taken, a
     # row deleted meanwhile, a deadlock still there after the retries; app.http).
     Kind.WRITE: (409,),
@@ -201,6 +201,8 @@ def document(
     routes: list[BaseRoute], *, title: str, version: str, summary: str | None = None
 ) -> dict[str, Any]:
     openapi = get_openapi(title=title, version=version, summary=summary, routes=routes)
+    for path, method, dependant in _operations(routes):
+        _complete(openapi["paths"][path][method], path, method, dependant)
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
@@ -213,8 +215,6 @@ def document(
     schemas["StorableJson"] = copy.deepcopy(STORABLE_JSON)
     schemas[ErrorOut.__name__] = ErrorOut.model_json_schema(by_alias=True)
     openapi["components"]["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
-    for path, method, dependant in _operations(routes):
-        _complete(openapi["paths"][path][method], path, method, dependant)
     return openapi
 
 
@@ -266,6 +266,10 @@ def _operations(routes: list[BaseRoute]) -> Iterator[tuple[str, str, Dependant]]
 def _complete(operation: dict[str, Any], path: str, method: str, dependant: Dependant) -> None:
     _declare_parameters(operation, path)
     calls = set(_calls(dependant))
+    for call in calls:
+        if isinstance(call, JsonBody):  # the body a dependency parses by hand (app.http)
+            form_without = None if call.form_without is None else sorted(call.form_without)
+            operation.update(openapi_body(call.model, form_without=form_without))
     security = [scheme for call, schemes in SECURITY.items() if call in calls for scheme in schemes]
     if security:
         operation["security"] = security
@@ -276,7 +280,7 @@ def _complete(operation: dict[str, Any], path: str, method: str, dependant: Depe
         kinds.add(Kind.CREDENTIALS)
     if path not in WITHOUT_DATABASE:
         kinds.add(Kind.DATABASE)
-    if get_session in calls and method in ("post", "delete"):
+    if unit_of_work in calls and method in ("post", "delete"):
         kinds.add(Kind.WRITE)
     _declare_responses(operation, sorted(status for kind in kinds for status in ANSWERS[kind]))
 

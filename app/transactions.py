@@ -1,6 +1,6 @@
 """The one transaction owner: each request's unit of work, on PostgreSQL or SQLite.
 
-The request-scoped unit of work (`get_session`) commits when the route returns and rolls
+The request-scoped unit of work (`unit_of_work`) commits when the route returns and rolls
 back when it raises; services and repositories never commit. It runs with FastAPI's
 `scope="function"`, so the commit happens before the response is sent: a failed commit
 becomes an error response, never a 200 for a write that did not happen.
@@ -21,7 +21,7 @@ database is best driven from:
 
 The same services run unchanged from the CLI and the tests, over a synchronous engine.
 
-A unit of work opens only once its request has been read whole (`get_session` depends on
+A unit of work opens only once its request has been read whole (`unit_of_work` depends on
 `request_read`): no connection, transaction or lock is held while a client sends its
 body, and every wait for one is bounded (`pool_timeout`, then 503 SERVICE_BUSY).
 
@@ -501,7 +501,7 @@ async def request_read(request: Request) -> None:
     await request.body()
 
 
-async def get_session(
+async def unit_of_work(
     request: Request, _read: Annotated[None, Depends(request_read)]
 ) -> AsyncIterator[UnitOfWork]:
     """The request's unit of work: commit on success, roll back on any error.
@@ -512,3 +512,7 @@ async def get_session(
     database: Database = request.app.state.database
     async with database.transaction() as work:
         yield work
+
+
+# What a route declares to get its unit of work (after its body and credentials).
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]

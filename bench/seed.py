@@ -20,9 +20,9 @@ from sqlalchemy import Engine
 from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.db import make_sessionmaker
+from app.kit.hashing import encode_value, lookup_key, token_hash
 from app.services import service as services
 from app.services.service import ServiceSpec
-from app.tokens.hashing import encode_value, lookup_key, token_hash
 
 COLUMNS = (
     "token_id", "service_api_key", "client_id", "subject", "grant_type", "access_key",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from app.auth import ServiceDep, SessionDep
+from app.auth import ServiceDep
 from app.clients import service
 from app.clients.schemas import ClientIn, ClientListOut, ClientOut
+from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
-from app.openapi import openapi_body
+from app.transactions import UnitOfWorkDep
 
 router = APIRouter(tags=["clients"])
 ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
@@ -20,25 +21,24 @@ ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
     "/client/create",
     response_model=ClientOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(ClientIn),
 )
 async def create_client(
-    request: Request, caller: ServiceDep, body: ClientBody, session: SessionDep
+    context: ContextDep, caller: ServiceDep, body: ClientBody, work: UnitOfWorkDep
 ) -> ClientOut:
-    row = await session.run_sync(
+    row = await work.run_sync(
         service.create,
         service_api_key=caller.api_key,
         spec=body.spec(),
-        now=request.app.state.clock(),
+        now=context.now,
     )
     return ClientOut.of(row)
 
 
 @router.get("/client/get/list", response_model=ClientListOut, response_model_exclude_none=True)
 async def list_clients(
-    caller: ServiceDep, session: SessionDep, start: PageStart = 0, end: PageEnd = 5
+    caller: ServiceDep, work: UnitOfWorkDep, start: PageStart = 0, end: PageEnd = 5
 ) -> ClientListOut:
-    rows, total = await session.run_sync(
+    rows, total = await work.run_sync(
         service.page, service_api_key=caller.api_key, start=start, end=end
     )
     return ClientListOut(
@@ -52,9 +52,9 @@ async def list_clients(
 
 
 @router.get("/client/get/{client_id}", response_model=ClientOut, response_model_exclude_none=True)
-async def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> ClientOut:
+async def get_client(client_id: IdPath, caller: ServiceDep, work: UnitOfWorkDep) -> ClientOut:
     return ClientOut.of(
-        await session.run_sync(service.get, service_api_key=caller.api_key, client_id=client_id)
+        await work.run_sync(service.get, service_api_key=caller.api_key, client_id=client_id)
     )
 
 
@@ -62,22 +62,25 @@ async def get_client(client_id: IdPath, caller: ServiceDep, session: SessionDep)
     "/client/update/{client_id}",
     response_model=ClientOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(ClientIn),
 )
 async def update_client(
-    client_id: IdPath, request: Request, caller: ServiceDep, body: ClientBody, session: SessionDep
+    client_id: IdPath,
+    context: ContextDep,
+    caller: ServiceDep,
+    body: ClientBody,
+    work: UnitOfWorkDep,
 ) -> ClientOut:
-    row = await session.run_sync(
+    row = await work.run_sync(
         service.update,
         service_api_key=caller.api_key,
         client_id=client_id,
         spec=body.spec(),
-        now=request.app.state.clock(),
+        now=context.now,
     )
     return ClientOut.of(row)
 
 
 @router.delete("/client/delete/{client_id}", status_code=204)
-async def delete_client(client_id: IdPath, caller: ServiceDep, session: SessionDep) -> Response:
-    await session.run_sync(service.delete, service_api_key=caller.api_key, client_id=client_id)
+async def delete_client(client_id: IdPath, caller: ServiceDep, work: UnitOfWorkDep) -> Response:
+    await work.run_sync(service.delete, service_api_key=caller.api_key, client_id=client_id)
     return Response(status_code=204)

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from app.clients import repository
 from app.clients.models import ClientRow
 from app.errors import Conflict, ResourceNotFound
-from app.services.service import check_range, new_api_key
+from app.kit.paging import check_range
+from app.services.service import new_api_key
 
 
 @dataclass(frozen=True, slots=True)

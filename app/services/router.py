@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Response
 
-from app.auth import OperatorDep, ServiceDep, SessionDep
+from app.auth import OperatorDep, ServiceDep
+from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
-from app.openapi import openapi_body
 from app.services import service
 from app.services.schemas import (
     AccessTokenCreateIn,
@@ -18,6 +18,7 @@ from app.services.schemas import (
     ServiceListOut,
     ServiceOut,
 )
+from app.transactions import UnitOfWorkDep
 
 router = APIRouter(prefix="/api/service", tags=["services (operator)"])
 # Authlete API v3: a service reads and updates itself at /api/{serviceId}/service/...
@@ -28,26 +29,25 @@ ServiceBody = Annotated[ServiceIn, Depends(json_body(ServiceIn))]
 @router.post(
     "/create",
     response_model=ServiceOut,
-    openapi_extra=openapi_body(ServiceIn),
     response_model_exclude_none=True,
 )
 async def create_service(
-    request: Request, _: OperatorDep, body: ServiceBody, session: SessionDep
+    context: ContextDep, _: OperatorDep, body: ServiceBody, work: UnitOfWorkDep
 ) -> ServiceOut:
-    row, secret = await session.run_sync(
+    row, secret = await work.run_sync(
         service.create,
         spec=body.spec(),
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
+        hash_key=context.hash_key,
+        now=context.now,
     )
     return ServiceOut.of(row, api_secret=secret)
 
 
 @router.get("/get/list", response_model=ServiceListOut, response_model_exclude_none=True)
 async def list_services(
-    _: OperatorDep, session: SessionDep, start: PageStart = 0, end: PageEnd = 5
+    _: OperatorDep, work: UnitOfWorkDep, start: PageStart = 0, end: PageEnd = 5
 ) -> ServiceListOut:
-    rows, total = await session.run_sync(service.page, start=start, end=end)
+    rows, total = await work.run_sync(service.page, start=start, end=end)
     return ServiceListOut(
         result_code="SERVICE_LIST_OK",
         result_message=f"{len(rows)} of {total} services.",
@@ -59,28 +59,25 @@ async def list_services(
 
 
 @router.get("/get/{api_key}", response_model=ServiceOut, response_model_exclude_none=True)
-async def get_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> ServiceOut:
-    return ServiceOut.of(await session.run_sync(service.get, api_key=api_key))
+async def get_service(api_key: IdPath, _: OperatorDep, work: UnitOfWorkDep) -> ServiceOut:
+    return ServiceOut.of(await work.run_sync(service.get, api_key=api_key))
 
 
 @router.post(
     "/update/{api_key}",
     response_model=ServiceOut,
-    openapi_extra=openapi_body(ServiceIn),
     response_model_exclude_none=True,
 )
 async def update_service(
-    api_key: IdPath, request: Request, _: OperatorDep, body: ServiceBody, session: SessionDep
+    api_key: IdPath, context: ContextDep, _: OperatorDep, body: ServiceBody, work: UnitOfWorkDep
 ) -> ServiceOut:
-    row = await session.run_sync(
-        service.update, api_key=api_key, spec=body.spec(), now=request.app.state.clock()
-    )
+    row = await work.run_sync(service.update, api_key=api_key, spec=body.spec(), now=context.now)
     return ServiceOut.of(row)
 
 
 @router.delete("/delete/{api_key}", status_code=204)
-async def delete_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -> Response:
-    await session.run_sync(service.delete, api_key=api_key)
+async def delete_service(api_key: IdPath, _: OperatorDep, work: UnitOfWorkDep) -> Response:
+    await work.run_sync(service.delete, api_key=api_key)
     return Response(status_code=204)
 
 
@@ -88,21 +85,20 @@ async def delete_service(api_key: IdPath, _: OperatorDep, session: SessionDep) -
     "/{api_key}/access_token/create",
     response_model=ServiceAccessTokenOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(AccessTokenCreateIn),
 )
 async def create_service_access_token(
     api_key: IdPath,
-    request: Request,
+    context: ContextDep,
     _: OperatorDep,
     body: Annotated[AccessTokenCreateIn, Depends(json_body(AccessTokenCreateIn))],
-    session: SessionDep,
+    work: UnitOfWorkDep,
 ) -> ServiceAccessTokenOut:
-    row, value = await session.run_sync(
+    row, value = await work.run_sync(
         service.create_access_token,
         api_key=api_key,
         description=body.description,
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
+        hash_key=context.hash_key,
+        now=context.now,
     )
     return ServiceAccessTokenOut(
         token_id=row.token_id,
@@ -118,9 +114,9 @@ async def create_service_access_token(
     response_model_exclude_none=True,
 )
 async def list_service_access_tokens(
-    api_key: IdPath, _: OperatorDep, session: SessionDep
+    api_key: IdPath, _: OperatorDep, work: UnitOfWorkDep
 ) -> ServiceAccessTokenListOut:
-    rows = await session.run_sync(service.access_tokens, api_key=api_key)
+    rows = await work.run_sync(service.access_tokens, api_key=api_key)
     return ServiceAccessTokenListOut(
         result_code="SERVICE_ACCESS_TOKEN_LIST_OK",
         result_message=f"{len(rows)} access tokens.",
@@ -138,27 +134,26 @@ async def revoke_service_access_token(
     api_key: IdPath,
     token_id: Annotated[str, Path(max_length=64)],
     _: OperatorDep,
-    session: SessionDep,
+    work: UnitOfWorkDep,
 ) -> Response:
-    await session.run_sync(service.revoke_access_token, api_key=api_key, token_id=token_id)
+    await work.run_sync(service.revoke_access_token, api_key=api_key, token_id=token_id)
     return Response(status_code=204)
 
 
 @self_router.get("/get", response_model=ServiceOut, response_model_exclude_none=True)
-async def get_own_service(caller: ServiceDep, session: SessionDep) -> ServiceOut:
-    return ServiceOut.of(await session.run_sync(service.get, api_key=caller.api_key))
+async def get_own_service(caller: ServiceDep, work: UnitOfWorkDep) -> ServiceOut:
+    return ServiceOut.of(await work.run_sync(service.get, api_key=caller.api_key))
 
 
 @self_router.post(
     "/update",
     response_model=ServiceOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(ServiceIn),
 )
 async def update_own_service(
-    request: Request, caller: ServiceDep, body: ServiceBody, session: SessionDep
+    context: ContextDep, caller: ServiceDep, body: ServiceBody, work: UnitOfWorkDep
 ) -> ServiceOut:
-    row = await session.run_sync(
-        service.update, api_key=caller.api_key, spec=body.spec(), now=request.app.state.clock()
+    row = await work.run_sync(
+        service.update, api_key=caller.api_key, spec=body.spec(), now=context.now
     )
     return ServiceOut.of(row)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from app.kit.durations import MAX_DURATION_SECONDS
 from app.services.models import ServiceRow
 from app.services.service import ScopeSpec, ServiceSpec
-from app.tokens.rules import MAX_DURATION_SECONDS
 from app.wire import MAX_ITEMS, Envelope, PageEnvelope, WireInt, WireRequest, WireResponse
 
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidValue, ResourceNotFound
+from app.kit.durations import duration_or
+from app.kit.hashing import secret_digest, service_token_key
+from app.kit.paging import check_range
 from app.services import repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
-from app.tokens.hashing import secret_digest, service_token_key
-from app.tokens.rules import duration_or
 
 # Authlete's defaults for a new service: one day, ten days.
 DEFAULT_ACCESS_TOKEN_DURATION = 86_400
 DEFAULT_REFRESH_TOKEN_DURATION = 864_000
-MAX_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +125,6 @@ def delete(session: Session, *, api_key: int) -> None:
 def _reload(session: Session, api_key: int) -> ServiceRow:
     session.expire_all()
     return get(session, api_key=api_key)
-
-
-def check_range(start: int, end: int) -> None:
-    if start < 0 or end < start:
-        raise InvalidValue("Ask for 0 <= start <= end.")
-    if end - start > MAX_PAGE:
-        raise InvalidValue(f"Ask for at most {MAX_PAGE} entries at a time (end - start).")
 
 
 # --- Service access tokens (API v3 credentials) ---------------------------------------------

@@ -22,7 +22,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 
-from app.tokens.hashing import b64url
+from app.kit.hashing import b64url
 
 # RFC 9449 section 4.3 step 5: registered asymmetric algorithms only (never "none", never
 # an HMAC, whose key the proof cannot carry), each with the key type (and curve) it needs.

@@ -3,8 +3,9 @@
 Outcomes are returned, never raised: a DPoP proof's `jti` recorded on the way is a security
 effect, and it must commit even when a later check answers FORBIDDEN (STYLE.md).
 
-The I/O is the shell's (`repository.TokenReads`): one read for the token and its client's
-alias, and for a DPoP-bound token the replay record. Everything else is decided here.
+`judge` decides, pure. The I/O is the shell's (`introspect`, over `repository.TokenReads`):
+one read for the token and its client's alias, and for a DPoP-bound token the replay
+record that `judge` asks for.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
+from app.kit.durations import is_expired
+from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
 from app.tokens import binding
 from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
-from app.tokens.hashing import lookup_key, refresh_lookup_key, token_hash
 from app.tokens.repository import FoundToken, TokenReads
-from app.tokens.rules import is_expired
 
 log = logging.getLogger("tokenstore.introspection")
 
@@ -60,6 +61,62 @@ def challenge(scheme: str, error: str, description: str, *, scope: str | None = 
     return f"{scheme} " + ",".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class ProofRecord:
+    """A DPoP proof to remember until `expires_at` (RFC 9449 section 11.1)."""
+
+    key: str
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The decision on one introspection. When `proof` is set, the shell records it, and
+    answers `if_replayed` instead of `outcome` when it was recorded before."""
+
+    outcome: Introspection
+    proof: ProofRecord | None = None
+    if_replayed: Introspection | None = None
+
+
+def judge(
+    token: FoundToken | None,
+    command: IntrospectionCommand,
+    *,
+    service_api_key: int,
+    now: int,
+    proof_policy: ProofPolicy,
+) -> Judgement:
+    """Pure: what to answer for the token found (None: no such token), checked in order:
+    existence, expiry, proof of possession, then what the resource server asks of it."""
+    if token is None:
+        message = "The access token does not exist."
+        return Judgement(Introspection(
+            "UNAUTHORIZED", "INTROSPECTION_TOKEN_UNKNOWN", message,
+            challenge("Bearer", "invalid_token", message),
+        ))  # fmt: skip
+    state = token.state
+    found = Introspection(
+        "OK", "INTROSPECTION_OK", "The access token is valid.", None, token=token,
+        refreshable=state.refresh_expires_at is not None
+        and not is_expired(state.refresh_expires_at, now),
+    )  # fmt: skip
+    refusal = _expired(found, now)
+    if refusal is not None:
+        return Judgement(refusal)
+    proof, refusal = _possession(found, command, service_api_key, now, proof_policy)
+    if refusal is None:
+        refusal = _authorization(found, command)
+    outcome = refusal or replace(found, usable=True, sufficient=True)
+    if proof is None:
+        return Judgement(outcome)
+    replayed = binding.ReplayedProof("The DPoP proof was used before.")
+    if_replayed = _refuse(
+        found, "UNAUTHORIZED", "INTROSPECTION_DPOP_REPLAYEDPROOF", replayed.error, str(replayed)
+    )
+    return Judgement(outcome, proof, if_replayed)
+
+
 async def introspect(
     reads: TokenReads,
     *,
@@ -69,6 +126,7 @@ async def introspect(
     now: int,
     proof_policy: ProofPolicy,
 ) -> Introspection:
+    """The shell: reads the token, asks `judge`, records the DPoP proof it names."""
     if not command.token:
         message = "The request has no token."
         return Introspection(
@@ -77,30 +135,24 @@ async def introspect(
         )  # fmt: skip
     key = lookup_key(service_api_key, token_hash(command.token), hash_key)
     tokens = await reads.find(service_api_key, access_key=key)
-    if not tokens:
-        message = "The access token does not exist."
-        return Introspection(
-            "UNAUTHORIZED", "INTROSPECTION_TOKEN_UNKNOWN", message,
-            challenge("Bearer", "invalid_token", message),
-        )  # fmt: skip
-    token = tokens[0]
-    state = token.state
-    found = Introspection(
-        "OK", "INTROSPECTION_OK", "The access token is valid.", None, token=token,
-        refreshable=state.refresh_expires_at is not None
-        and not is_expired(state.refresh_expires_at, now),
+    judgement = judge(
+        tokens[0] if tokens else None, command,
+        service_api_key=service_api_key, now=now, proof_policy=proof_policy,
     )  # fmt: skip
-    # Expiry, then proof of possession (before anything else is told), then what the
-    # resource server asks of the token.
-    refusal = _expired(found, now)
-    if refusal is None:
-        refusal = await _possession(reads, found, command, service_api_key, now, proof_policy)
-    if refusal is None:
-        refusal = _authorization(found, command)
-    if refusal is not None:
-        log.info("introspection refused token_id=%s code=%s", token.token_id, refusal.result_code)
-        return refusal
-    return replace(found, usable=True, sufficient=True)
+    outcome = judgement.outcome
+    if judgement.proof is not None:
+        # Recorded even when the answer is FORBIDDEN: the proof has been used.
+        fresh = await reads.remember_proof(
+            key=judgement.proof.key, expires_at=judgement.proof.expires_at, now=now
+        )
+        if not fresh and judgement.if_replayed is not None:
+            outcome = judgement.if_replayed
+    if outcome.action != "OK" and outcome.token is not None:
+        log.info(
+            "introspection refused token_id=%s code=%s", outcome.token.token_id,
+            outcome.result_code,
+        )  # fmt: skip
+    return outcome
 
 
 def _refuse(
@@ -132,26 +184,27 @@ def _expired(found: Introspection, now: int) -> Introspection | None:
     )  # fmt: skip
 
 
-async def _possession(
-    reads: TokenReads,
+def _possession(
     found: Introspection,
     command: IntrospectionCommand,
     service_api_key: int,
     now: int,
     policy: ProofPolicy,
-) -> Introspection | None:
-    """The DPoP proof (RFC 9449) or the client certificate (RFC 8705) the token is bound to."""
+) -> tuple[ProofRecord | None, Introspection | None]:
+    """The DPoP proof (RFC 9449) or the client certificate (RFC 8705) the token is bound
+    to; a valid proof comes back as the record that makes its reuse a replay."""
     assert found.token is not None  # noqa: S101
     assert command.token is not None  # noqa: S101
     state = found.token.state
+    record = None
     if state.dpop_key_thumbprint:
         if not command.dpop:
-            return _refuse(
+            return None, _refuse(
                 found, "UNAUTHORIZED", "INTROSPECTION_DPOP_MISSING", "invalid_token",
                 "This token is DPoP-bound; send the DPoP proof that came with it.",
             )  # fmt: skip
         if not command.htm or not command.htu:
-            return _refuse(
+            return None, _refuse(
                 found, "BAD_REQUEST", "INTROSPECTION_DPOP_CONTEXT_MISSING", "invalid_request",
                 "htm and htu are needed to check a DPoP proof.",
             )  # fmt: skip
@@ -160,28 +213,23 @@ async def _possession(
                 command.dpop, htm=command.htm, htu=command.htu, access_token=command.token,
                 bound_jkt=state.dpop_key_thumbprint, now_ms=now, policy=policy,
             )  # fmt: skip
-            replay_key = hashlib.sha256(
-                f"{service_api_key}:{proof.jkt}:{proof.jti}".encode()
-            ).hexdigest()
-            # RFC 9449 section 11.1: a jti seen before, by any process, is a replay.
-            if not await reads.remember_proof(
-                key=replay_key, expires_at=proof.remember_until, now=now
-            ):
-                raise binding.ReplayedProof("The DPoP proof was used before.")
         except ProofError as error:
             code = "INTROSPECTION_DPOP_" + type(error).__name__.upper()
-            return _refuse(found, "UNAUTHORIZED", code, error.error, str(error))
+            return None, _refuse(found, "UNAUTHORIZED", code, error.error, str(error))
+        # RFC 9449 section 11.1: a jti seen before, by any process, is a replay.
+        replay_key = hashlib.sha256(f"{service_api_key}:{proof.jkt}:{proof.jti}".encode())
+        record = ProofRecord(replay_key.hexdigest(), proof.remember_until)
     if state.certificate_thumbprint:
         try:
             binding.check_certificate(
                 command.client_certificate, bound_thumbprint=state.certificate_thumbprint
             )
         except ProofError as error:
-            return _refuse(
+            return record, _refuse(
                 found, "UNAUTHORIZED", "INTROSPECTION_CERTIFICATE_MISMATCH", error.error,
                 str(error),
             )  # fmt: skip
-    return None
+    return record, None
 
 
 def _authorization(found: Introspection, command: IntrospectionCommand) -> Introspection | None:

@@ -6,13 +6,14 @@ lookups go through `access_key`, a keyed digest of the hash (see `hashing.lookup
 
 from __future__ import annotations
 
+from dataclasses import MISSING, Field, fields
 from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JsonDocument
-from app.tokens.rules import AuthzElement, Property, TokenState
+from app.tokens.rules import Property, TokenState, element_document, element_from
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the id is 64-bit.
 RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -51,6 +52,9 @@ class TokenRow(Base):
     certificate_thumbprint: Mapped[str | None] = mapped_column(String(43))
     dpop_key_thumbprint: Mapped[str | None] = mapped_column(String(43))
     for_external_attachment: Mapped[bool] = mapped_column(Boolean)
+    # Every other field of the state, by its name (see `DOCUMENT_FIELDS`); NULL in rows
+    # written before the column existed, read as {}.
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -88,9 +92,33 @@ class StoredToken(Protocol):
     def dpop_key_thumbprint(self) -> str | None: ...
     @property
     def for_external_attachment(self) -> bool: ...
+    @property
+    def attributes(self) -> dict[str, Any] | None: ...
+
+
+# The state's fields that have columns of their own: looked up, indexed, or there since the
+# first schema. Every other field lives in the `attributes` document under its own name,
+# so a new field of `TokenState` needs no column, no migration and no edit here.
+COLUMN_FIELDS = frozenset({
+    "access_hash", "scopes", "access_expires_at", "persistent", "refresh_expires_at",
+    "properties", "authorization_details", "certificate_thumbprint", "dpop_key_thumbprint",
+    "for_external_attachment",
+})  # fmt: skip
+DOCUMENT_FIELDS = tuple(f for f in fields(TokenState) if f.name not in COLUMN_FIELDS)
+
+
+def _document_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _state_value(field: Field[Any], stored: Any) -> Any:
+    if stored is None and field.default is not MISSING:
+        return field.default
+    return tuple(stored) if isinstance(field.default, tuple) else stored
 
 
 def state_of(row: StoredToken) -> TokenState:
+    document = row.attributes or {}
     return TokenState(
         access_hash=row.access_hash,
         scopes=tuple(row.scopes),
@@ -102,10 +130,11 @@ def state_of(row: StoredToken) -> TokenState:
         ),
         authorization_details=None
         if row.authorization_details is None
-        else tuple(_element(e) for e in row.authorization_details),
+        else tuple(element_from(e) for e in row.authorization_details),
         certificate_thumbprint=row.certificate_thumbprint,
         dpop_key_thumbprint=row.dpop_key_thumbprint,
         for_external_attachment=row.for_external_attachment,
+        **{f.name: _state_value(f, document.get(f.name)) for f in DOCUMENT_FIELDS},
     )
 
 
@@ -126,6 +155,11 @@ def stored_columns(state: TokenState) -> dict[str, Any]:
         "certificate_thumbprint": state.certificate_thumbprint,
         "dpop_key_thumbprint": state.dpop_key_thumbprint,
         "for_external_attachment": state.for_external_attachment,
+        "attributes": {
+            f.name: _document_value(getattr(state, f.name))
+            for f in DOCUMENT_FIELDS
+            if getattr(state, f.name) != f.default
+        },
     }
 
 
@@ -138,37 +172,3 @@ class DpopProofRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
-
-
-def element_document(element: AuthzElement) -> dict[str, Any]:
-    """An authorization details element in Authlete's wire form, without absent members."""
-    document = {
-        "type": element.type,
-        "locations": element.locations,
-        "actions": element.actions,
-        "dataTypes": element.data_types,
-        "identifier": element.identifier,
-        "privileges": element.privileges,
-        "otherFields": element.other_fields,
-    }
-    return {
-        key: list(value) if isinstance(value, tuple) else value
-        for key, value in document.items()
-        if value is not None
-    }
-
-
-def _element(document: dict[str, Any]) -> AuthzElement:
-    def strings(key: str) -> tuple[str, ...] | None:
-        value = document.get(key)
-        return None if value is None else tuple(value)
-
-    return AuthzElement(
-        type=document["type"],
-        locations=strings("locations"),
-        actions=strings("actions"),
-        data_types=strings("dataTypes"),
-        identifier=document.get("identifier"),
-        privileges=strings("privileges"),
-        other_fields=document.get("otherFields"),
-    )

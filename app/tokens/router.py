@@ -8,11 +8,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from app import metrics
-from app.auth import ServiceDep, SessionDep
+from app.auth import ServiceDep
 from app.clients.schemas import ClientOut
+from app.config import Settings
+from app.context import ContextDep, context_of
 from app.errors import ApiError, MalformedRequest
 from app.http import (
     FORM_TYPE,
+    JsonBody,
     PageEnd,
     PageStart,
     describe,
@@ -21,7 +24,6 @@ from app.http import (
     json_response,
     media_type,
 )
-from app.openapi import openapi_body
 from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
@@ -29,7 +31,6 @@ from app.tokens.rules import response_expires_at
 from app.tokens.schemas import (
     FORM_JSON_ONLY,
     AccessTokenOut,
-    AuthzDetailsOut,
     GrantType,
     IntrospectionIn,
     IntrospectionOut,
@@ -42,10 +43,10 @@ from app.tokens.schemas import (
     TokenRevokeOut,
     TokenUpdateIn,
     TokenUpdateOut,
-    properties_out,
     state_fields,
     update_from_form,
 )
+from app.transactions import UnitOfWorkDep
 
 router = APIRouter(tags=["tokens"])
 # The hot path (update and both introspections), matched before every other route:
@@ -55,23 +56,33 @@ hot_router = APIRouter(tags=["tokens"])
 update_router = APIRouter(tags=["tokens"])
 
 
-async def update_body(request: Request) -> TokenUpdateIn:
-    """JSON, or `application/x-www-form-urlencoded` as Authlete also accepts (API.md)."""
-    if media_type(request) == FORM_TYPE:
+class UpdateBodyParser(JsonBody[TokenUpdateIn]):
+    """JSON, or `application/x-www-form-urlencoded` as Authlete also accepts."""
+
+    form_without = frozenset(FORM_JSON_ONLY)
+
+    async def __call__(self, request: Request) -> TokenUpdateIn:
+        if media_type(request) != FORM_TYPE:
+            return await super().__call__(request)
         document = update_from_form(form_fields(await request.body()))
         try:
             return TokenUpdateIn.model_validate(document)
         except ValidationError as error:
             # describe() names fields and problems, never the values sent.
             raise MalformedRequest(f"Invalid form request: {describe(error)}") from None
-    return await json_body(TokenUpdateIn)(request)
 
 
-UpdateBody = Annotated[TokenUpdateIn, Depends(update_body)]
-UPDATE_DOC = openapi_body(TokenUpdateIn, form_without=FORM_JSON_ONLY)
+UpdateBody = Annotated[TokenUpdateIn, Depends(UpdateBodyParser(TokenUpdateIn))]
+CreateBody = Annotated[TokenCreateIn, Depends(json_body(TokenCreateIn))]
+RevokeBody = Annotated[TokenRevokeIn, Depends(json_body(TokenRevokeIn))]
+IntrospectionBody = Annotated[IntrospectionIn, Depends(json_body(IntrospectionIn))]
+StandardIntrospectionBody = Annotated[
+    StandardIntrospectionIn, Depends(json_body(StandardIntrospectionIn))
+]
 
 
 async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) -> Response:
+    context = context_of(request)  # the hot path: no dependency to resolve
     """The body has been read and validated and the caller authenticated before the update's
     transaction opens; it commits before the answer is sent."""
     command = service.UpdateCommand(
@@ -81,13 +92,13 @@ async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) ->
         changes=body.changes(),
     )
     try:
-        async with repository.writes(request.app.state.database) as writes:
+        async with repository.writes(context.database) as writes:
             result = await service.update(
                 writes,
                 service_api_key=caller_api_key,
                 command=command,
-                hash_key=request.app.state.settings.hash_key,
-                now=request.app.state.clock(),
+                hash_key=context.hash_key,
+                now=context.now,
             )
             # Inside the transaction: an answer that cannot be built rolls the update back.
             response = json_response(
@@ -107,7 +118,6 @@ async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) ->
     "/auth/token/update",
     response_model=TokenUpdateOut,
     response_model_exclude_none=True,
-    openapi_extra=UPDATE_DOC,
 )
 async def update_token_legacy(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
     return await _update(request, caller.api_key, body)
@@ -117,7 +127,6 @@ async def update_token_legacy(request: Request, body: UpdateBody, caller: Servic
     "/auth/token/update",
     response_model=TokenUpdateOut,
     response_model_exclude_none=True,
-    openapi_extra=UPDATE_DOC,
 )
 async def update_token(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
     return await _update(request, caller.api_key, body)
@@ -127,39 +136,22 @@ async def update_token(request: Request, body: UpdateBody, caller: ServiceDep) -
     "/auth/token/create",
     response_model=TokenCreateOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(TokenCreateIn),
 )
 async def create_token(
-    request: Request,
+    context: ContextDep,
     caller: ServiceDep,
-    session: SessionDep,
-    body: Annotated[TokenCreateIn, Depends(json_body(TokenCreateIn))],
+    work: UnitOfWorkDep,
+    body: CreateBody,
 ) -> TokenCreateOut:
-    result = await session.run_sync(
+    result = await work.run_sync(
         service.create,
         service_api_key=caller.api_key,
-        command=service.CreateCommand(
-            grant_type=body.grant_type.value if body.grant_type else None,
-            client_id=body.client_id,
-            subject=body.subject,
-            scopes=tuple(body.scopes or ()),
-            access_token_duration=body.access_token_duration,
-            refresh_token_duration=body.refresh_token_duration,
-            properties=tuple(p.input() for p in body.properties or ()),
-            access_token=body.access_token,
-            refresh_token=body.refresh_token,
-            access_token_persistent=bool(body.access_token_persistent),
-            certificate_thumbprint=body.certificate_thumbprint,
-            dpop_key_thumbprint=body.dpop_key_thumbprint,
-            authorization_details=None
-            if body.authorization_details is None
-            else body.authorization_details.inputs(),
-            for_external_attachment=bool(body.for_external_attachment),
-        ),
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
+        command=body.request(),
+        hash_key=context.hash_key,
+        now=context.now,
     )
-    state, row = result.state, result.row
+    row, issued = result.row, result.issued
+    state = issued.state
     return TokenCreateOut(
         action="OK",
         result_code="TOKEN_CREATED",
@@ -167,10 +159,10 @@ async def create_token(
         grant_type=body.grant_type,
         client_id=row.client_id,
         subject=row.subject,
-        access_token=result.access_token,
-        expires_in=0 if state.persistent else result.expires_in,
+        access_token=issued.access_value,
+        expires_in=0 if state.persistent else issued.expires_in,
         expires_at=response_expires_at(state),
-        refresh_token=result.refresh_token,
+        refresh_token=issued.refresh_value,
         token_id=row.token_id,
         **state_fields(state),
     )
@@ -193,9 +185,9 @@ def _listed(row: TokenRow) -> AccessTokenOut:
 
 @router.get("/auth/token/get/list", response_model=TokenListOut, response_model_exclude_none=True)
 async def list_tokens(
-    request: Request,
+    context: ContextDep,
     caller: ServiceDep,
-    session: SessionDep,
+    work: UnitOfWorkDep,
     client_identifier: Annotated[str | None, Query(alias="clientIdentifier", max_length=255)] = (
         None
     ),
@@ -203,14 +195,14 @@ async def list_tokens(
     start: PageStart = 0,
     end: PageEnd = 5,
 ) -> TokenListOut:
-    found = await session.run_sync(
+    found = await work.run_sync(
         service.page,
         service_api_key=caller.api_key,
         client_identifier=client_identifier,
         subject=subject,
         start=start,
         end=end,
-        now=request.app.state.clock(),
+        now=context.now,
     )
     return TokenListOut(
         result_code="TOKEN_LIST_OK",
@@ -228,45 +220,42 @@ async def list_tokens(
 
 @router.delete("/auth/token/delete/{accessTokenIdentifier}", status_code=204)
 async def delete_token(
-    request: Request,
+    context: ContextDep,
     caller: ServiceDep,
-    session: SessionDep,
+    work: UnitOfWorkDep,
     identifier: Annotated[str, Path(alias="accessTokenIdentifier", max_length=1024)],
 ) -> Response:
-    await session.run_sync(
+    await work.run_sync(
         service.delete,
         service_api_key=caller.api_key,
         identifier=identifier,
-        hash_key=request.app.state.settings.hash_key,
+        hash_key=context.hash_key,
     )
     return Response(status_code=204)
 
 
-@router.post(
-    "/auth/token/revoke", response_model=TokenRevokeOut, openapi_extra=openapi_body(TokenRevokeIn)
-)
+@router.post("/auth/token/revoke", response_model=TokenRevokeOut)
 async def revoke_tokens(
-    request: Request,
+    context: ContextDep,
     caller: ServiceDep,
-    session: SessionDep,
-    body: Annotated[TokenRevokeIn, Depends(json_body(TokenRevokeIn))],
+    work: UnitOfWorkDep,
+    body: RevokeBody,
 ) -> TokenRevokeOut:
-    count = await session.run_sync(
+    count = await work.run_sync(
         service.revoke,
         service_api_key=caller.api_key,
         access_identifier=body.access_token_identifier,
         refresh_identifier=body.refresh_token_identifier,
         client_identifier=body.client_identifier,
         subject=body.subject,
-        hash_key=request.app.state.settings.hash_key,
+        hash_key=context.hash_key,
     )
     return TokenRevokeOut(
         result_code="TOKEN_REVOKED", result_message=f"{count} tokens revoked.", count=count
     )
 
 
-def proof_policy(request: Request) -> ProofPolicy:
-    settings = request.app.state.settings
+def proof_policy(settings: Settings) -> ProofPolicy:
     return ProofPolicy(
         max_age_seconds=settings.dpop_proof_max_age_seconds,
         clock_skew_seconds=settings.dpop_clock_skew_seconds,
@@ -277,15 +266,15 @@ def proof_policy(request: Request) -> ProofPolicy:
     "/auth/introspection",
     response_model=IntrospectionOut,
     response_model_exclude_none=True,
-    openapi_extra=openapi_body(IntrospectionIn),
 )
 async def introspect_token(
     request: Request,
-    body: Annotated[IntrospectionIn, Depends(json_body(IntrospectionIn))],
+    body: IntrospectionBody,
     caller: ServiceDep,
 ) -> Response:
+    context = context_of(request)  # the hot path: no dependency to resolve
     result = await introspection.introspect(
-        repository.reads(request.app.state.database),
+        repository.reads(context.database),
         service_api_key=caller.api_key,
         command=introspection.IntrospectionCommand(
             token=body.token,
@@ -296,60 +285,29 @@ async def introspect_token(
             htm=body.htm,
             htu=body.htu,
         ),
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
-        proof_policy=proof_policy(request),
+        hash_key=context.hash_key,
+        now=context.now,
+        proof_policy=proof_policy(context.settings),
     )
-    out = IntrospectionOut(
-        action=result.action,
-        result_code=result.result_code,
-        result_message=result.message,
-        response_content=result.response_content,
-        existent=result.token is not None,
-        usable=result.usable,
-        sufficient=result.sufficient,
-        refreshable=result.refreshable,
-    )
-    token = result.token
-    if token is None:
-        return json_response(out)
-    state = token.state
-    return json_response(
-        out.model_copy(
-            update={
-                "client_id": token.client_id,
-                "client_id_alias": token.client_id_alias,
-                "client_id_alias_used": False,
-                "subject": token.subject,
-                "scopes": list(state.scopes),
-                "expires_at": response_expires_at(state),
-                # Hidden properties are for the authorization server only.
-                "properties": [p for p in properties_out(state) if not p.hidden],
-                "certificate_thumbprint": state.certificate_thumbprint,
-                "authorization_details": AuthzDetailsOut.of(state.authorization_details),
-                "for_external_attachment": state.for_external_attachment,
-                "grant_type": GrantType(token.grant_type) if token.grant_type else None,
-            }
-        )
-    )
+    return json_response(IntrospectionOut.of(result))
 
 
 @hot_router.post(
     "/auth/introspection/standard",
     response_model=StandardIntrospectionOut,
-    openapi_extra=openapi_body(StandardIntrospectionIn),
 )
 async def introspect_token_standard(
     request: Request,
-    body: Annotated[StandardIntrospectionIn, Depends(json_body(StandardIntrospectionIn))],
+    body: StandardIntrospectionBody,
     caller: ServiceDep,
 ) -> Response:
+    context = context_of(request)  # the hot path: no dependency to resolve
     result = await introspection.standard_introspect(
-        repository.reads(request.app.state.database),
+        repository.reads(context.database),
         service_api_key=caller.api_key,
         parameters=body.parameters,
-        hash_key=request.app.state.settings.hash_key,
-        now=request.app.state.clock(),
+        hash_key=context.hash_key,
+        now=context.now,
     )
     return json_response(
         StandardIntrospectionOut(

@@ -1,4 +1,5 @@
-"""The rules of `/auth/token/update` (API.md, rules 1 to 11), as pure functions.
+"""The token decisions, as pure functions: the rules of `/auth/token/update` (docs/api.md,
+rules 1 to 11), and issuing a new token (`issue`).
 
 Nothing here does I/O, reads a clock or draws randomness: `now` (milliseconds since the
 epoch) and the candidate new token value are passed in, so every rule can be tested with a
@@ -12,24 +13,26 @@ and changes nothing (API.md: "Any invalid field value ... changes nothing").
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import Any
 
-from app.errors import ApiError, BadRequestAction
-from app.tokens.hashing import is_sha256_b64url, token_hash
+from app.errors import BadRequestAction
+from app.kit.durations import (
+    MAX_TIMESTAMP_MS,
+    duration_or,
+    expiry_after,
+    is_expired,
+    parse_duration,
+)
+from app.kit.hashing import is_sha256_b64url, token_hash
 
 # The scope attributes that carry durations (API.md, "Data model": a decimal string of
 # seconds; any other value is ignored).
 ACCESS_DURATION_ATTRIBUTE = "access_token.duration"
 REFRESH_DURATION_ATTRIBUTE = "refresh_token.duration"
-_DECIMAL = re.compile(r"[0-9]{1,11}")  # at most 11 digits: about 3,000 years in seconds
 
-# The last millisecond of the year 9999. Larger timestamps are rejected: they overflow
-# 64-bit columns soon after and no real token lives that long.
-MAX_TIMESTAMP_MS = 253_402_300_799_999
-MAX_DURATION_SECONDS = 99_999_999_999
 # How deep `otherFields` may nest (RFC 9396 details are a few levels deep). Deeper JSON is
 # refused before anything walks it: CPython's parser gives up near 1,000 levels anyway.
 MAX_OTHER_FIELDS_DEPTH = 32
@@ -79,6 +82,42 @@ class AuthzElement:
     other_fields: str | None = None
 
 
+def element_document(element: AuthzElement) -> dict[str, Any]:
+    """An authorization details element in Authlete's wire form, without absent members."""
+    document = {
+        "type": element.type,
+        "locations": element.locations,
+        "actions": element.actions,
+        "dataTypes": element.data_types,
+        "identifier": element.identifier,
+        "privileges": element.privileges,
+        "otherFields": element.other_fields,
+    }
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in document.items()
+        if value is not None
+    }
+
+
+def element_from(document: Mapping[str, Any]) -> AuthzElement:
+    """The element of its wire (and stored) document."""
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = document.get(key)
+        return None if value is None else tuple(value)
+
+    return AuthzElement(
+        type=document["type"],
+        locations=strings("locations"),
+        actions=strings("actions"),
+        data_types=strings("dataTypes"),
+        identifier=document.get("identifier"),
+        privileges=strings("privileges"),
+        other_fields=document.get("otherFields"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuthzElementInput:
     type: str | None
@@ -104,6 +143,12 @@ class TokenState:
     certificate_thumbprint: str | None = None
     dpop_key_thumbprint: str | None = None
     for_external_attachment: bool = False
+    # Fields below are kept in the row's `attributes` document (app.tokens.models): a new
+    # one needs a default here, and is a JSON scalar or a tuple of them.
+    resources: tuple[str, ...] = ()  # RFC 8707 resource indicators
+    acr: str | None = None  # of the user authentication that led to the token
+    auth_time: int = 0  # when that authentication happened, seconds since 1970 (0: unknown)
+    session_id: str | None = None
 
     @property
     def has_refresh_token(self) -> bool:
@@ -176,11 +221,6 @@ def choose_identifier(
     raise BadRequestAction("Name the token with accessToken, accessTokenHash or tokenId.")
 
 
-def is_expired(expires_at: int, now: int) -> bool:
-    """The one definition of "expired" (API.md: `now >= expiresAt`)."""
-    return now >= expires_at
-
-
 def is_alive(state: TokenState, now: int) -> bool:
     """A token can be found unless its access token and its refresh token have both expired
     (a token without a refresh token counts as having an expired one)."""
@@ -192,14 +232,6 @@ def is_alive(state: TokenState, now: int) -> bool:
 
 
 # --- Scopes (rules 4 and 5) ---------------------------------------------------------------
-
-
-def parse_duration(value: str | None) -> int | None:
-    """A scope attribute's duration: a decimal string of seconds, else ignored (None)."""
-    if value is None or _DECIMAL.fullmatch(value) is None:
-        return None
-    seconds = int(value)
-    return seconds if seconds <= MAX_DURATION_SECONDS else None
 
 
 def scope_durations(attributes: Iterable[tuple[str | None, str | None]]) -> ScopeDurations:
@@ -240,10 +272,6 @@ def smallest_duration(scopes: Iterable[str], policy: ScopePolicy, *, refresh: bo
         is not None
     ]
     return min(found, default=None)
-
-
-def expiry_after(now: int, seconds: int) -> int:
-    return now + seconds * 1000
 
 
 # --- Validation of every field, before anything is decided --------------------------------
@@ -435,19 +463,109 @@ def _expiry_and_scopes(
     )
 
 
-def duration_or(
-    value: int | None, default: int, *, error: type[ApiError] = BadRequestAction
-) -> int:
-    """A duration in seconds as a request gives it, or `default` when it is not set:
-    Authlete's clients send 0 for "not set", so 0 or less keeps the default. A duration
-    too long to turn into a timestamp is refused with `error`."""
-    if value is not None and value > MAX_DURATION_SECONDS:
-        raise error(f"A duration may be {MAX_DURATION_SECONDS} seconds at the most.")
-    return value if value is not None and value > 0 else default
-
-
 def _positive(value: int | None) -> int | None:
     return value if value is not None and value > 0 else None
+
+
+# --- Issuing (`/auth/token/create`) --------------------------------------------------------
+
+# Grant types after which Authlete issues no refresh token (RFC 6749 sections 4.2.2, 4.4.3).
+NO_REFRESH_GRANTS = frozenset({"CLIENT_CREDENTIALS", "IMPLICIT"})
+MAX_VALUE_LENGTH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRequest:
+    """A token creation as the rules see it (Authlete's `TokenCreateRequest`)."""
+
+    grant_type: str | None
+    client_id: int | None
+    subject: str | None
+    scopes: tuple[str, ...] = ()
+    access_token_duration: int | None = None
+    refresh_token_duration: int | None = None
+    properties: tuple[PropertyInput, ...] = ()
+    access_token: str | None = None  # a value the caller chose, else a new one
+    refresh_token: str | None = None
+    access_token_persistent: bool = False
+    certificate_thumbprint: str | None = None
+    dpop_key_thumbprint: str | None = None
+    authorization_details: tuple[AuthzElementInput, ...] | None = None
+    for_external_attachment: bool = False
+    resources: tuple[str, ...] = ()
+    acr: str | None = None
+    auth_time: int = 0
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    state: TokenState
+    access_value: str
+    refresh_value: str | None  # None: the grant type gets no refresh token
+    refresh_hash: str | None
+    expires_in: int  # seconds
+
+
+def check_issue_request(request: IssueRequest) -> None:
+    """What can be refused before anything is read: every field's form."""
+    if not request.grant_type:
+        raise BadRequestAction("grantType is required.")
+    if request.subject is None and request.grant_type != "CLIENT_CREDENTIALS":
+        raise BadRequestAction("subject is required unless grantType is CLIENT_CREDENTIALS.")
+    if not request.client_id:
+        raise BadRequestAction("clientId is required.")
+    for name, value in (("accessToken", request.access_token),
+                        ("refreshToken", request.refresh_token)):  # fmt: skip
+        if value is not None and (len(value) > MAX_VALUE_LENGTH or not value.isprintable()):
+            raise BadRequestAction(f"{name} must be printable and at most {MAX_VALUE_LENGTH} long.")
+    check_thumbprint("certificateThumbprint", request.certificate_thumbprint)
+    check_thumbprint("dpopKeyThumbprint", request.dpop_key_thumbprint)
+
+
+def issue(
+    request: IssueRequest,
+    policy: ScopePolicy,
+    *,
+    access_seconds: int,
+    refresh_seconds: int,
+    now: int,
+    new_values: tuple[str, str],
+) -> Issued:
+    """The state of a new token. `access_seconds` and `refresh_seconds` are the defaults
+    (the service's); `new_values` are two fresh token values, used where the caller chose
+    none."""
+    check_issue_request(request)
+    properties = validate_properties(request.properties)
+    details = (
+        None
+        if request.authorization_details is None
+        else validate_authorization_details(request.authorization_details)
+    )
+    access_seconds = duration_or(request.access_token_duration, access_seconds)
+    refresh_seconds = duration_or(request.refresh_token_duration, refresh_seconds)
+    access_value = request.access_token or new_values[0]
+    refresh_value = None
+    if request.grant_type not in NO_REFRESH_GRANTS:
+        refresh_value = request.refresh_token or new_values[1]
+    state = TokenState(
+        access_hash=token_hash(access_value),
+        scopes=filter_scopes(request.scopes, policy),
+        access_expires_at=expiry_after(now, access_seconds),
+        persistent=request.access_token_persistent,
+        refresh_expires_at=None if refresh_value is None else expiry_after(now, refresh_seconds),
+        properties=properties,
+        authorization_details=details,
+        certificate_thumbprint=request.certificate_thumbprint or None,
+        dpop_key_thumbprint=request.dpop_key_thumbprint or None,
+        for_external_attachment=request.for_external_attachment,
+        resources=request.resources,
+        acr=request.acr or None,
+        auth_time=max(request.auth_time, 0),
+        session_id=request.session_id or None,
+    )
+    refresh_hash = None if refresh_value is None else token_hash(refresh_value)
+    return Issued(state, access_value, refresh_value, refresh_hash, access_seconds)
 
 
 def response_expires_at(state: TokenState) -> int:

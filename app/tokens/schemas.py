@@ -8,18 +8,19 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field
 
 from app.errors import MalformedRequest
-from app.tokens.models import element_document
+from app.kit.durations import MAX_DURATION_SECONDS, MAX_TIMESTAMP_MS
+from app.tokens.introspection import Introspection
 from app.tokens.rules import (
-    MAX_DURATION_SECONDS,
-    MAX_TIMESTAMP_MS,
+    MAX_VALUE_LENGTH,
     AuthzElement,
     AuthzElementInput,
+    IssueRequest,
     PropertyInput,
     TokenState,
     UpdateRequest,
+    element_document,
     response_expires_at,
 )
-from app.tokens.service import MAX_VALUE_LENGTH
 from app.wire import (
     MAX_ITEMS,
     ActionEnvelope,
@@ -45,6 +46,8 @@ Sha256 = Annotated[
     str, Field(json_schema_extra={"pattern": "^([A-Za-z0-9_-]{42}[AEIMQUYcgkosw048])?$"})
 ]
 Named = Annotated[str, Field(json_schema_extra={"minLength": 1})]  # a key, a type
+# An absolute URI (RFC 8707 section 2: a resource indicator), at most 2,048 characters.
+Uri = Annotated[str, Field(max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")]
 
 
 class GrantType(StrEnum):
@@ -278,6 +281,34 @@ class TokenCreateIn(WireRequest):
     dpop_key_thumbprint: Sha256 | None = None
     authorization_details: AuthzDetailsIO | None = None
     for_external_attachment: bool | None = None
+    resources: Annotated[list[Uri], Field(max_length=MAX_ITEMS)] | None = None
+    acr: Annotated[str, Field(max_length=255)] | None = None
+    auth_time: Annotated[int, Field(ge=0, le=MAX_TIMESTAMP_MS // 1000)] | None = None
+    session_id: Annotated[str, Field(max_length=255)] | None = None
+
+    def request(self) -> IssueRequest:
+        return IssueRequest(
+            grant_type=self.grant_type.value if self.grant_type else None,
+            client_id=self.client_id,
+            subject=self.subject,
+            scopes=tuple(self.scopes or ()),
+            access_token_duration=self.access_token_duration,
+            refresh_token_duration=self.refresh_token_duration,
+            properties=tuple(p.input() for p in self.properties or ()),
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            access_token_persistent=bool(self.access_token_persistent),
+            certificate_thumbprint=self.certificate_thumbprint,
+            dpop_key_thumbprint=self.dpop_key_thumbprint,
+            authorization_details=None
+            if self.authorization_details is None
+            else self.authorization_details.inputs(),
+            for_external_attachment=bool(self.for_external_attachment),
+            resources=tuple(self.resources or ()),
+            acr=self.acr,
+            auth_time=self.auth_time or 0,
+            session_id=self.session_id,
+        )
 
 
 class TokenCreateOut(TokenStateOut):
@@ -353,6 +384,48 @@ class IntrospectionOut(ActionEnvelope):
     authorization_details: AuthzDetailsOut | None = None
     for_external_attachment: bool | None = None
     grant_type: GrantType | None = None
+    resources: list[str] | None = None
+    access_token_resources: list[str] | None = None
+    acr: str | None = None
+    auth_time: int | None = None
+
+    @classmethod
+    def of(cls, result: Introspection) -> IntrospectionOut:
+        out = cls(
+            action=result.action,
+            result_code=result.result_code,
+            result_message=result.message,
+            response_content=result.response_content,
+            existent=result.token is not None,
+            usable=result.usable,
+            sufficient=result.sufficient,
+            refreshable=result.refreshable,
+        )
+        token = result.token
+        if token is None:
+            return out
+        state = token.state
+        return out.model_copy(
+            update={
+                "client_id": token.client_id,
+                "client_id_alias": token.client_id_alias,
+                "client_id_alias_used": False,
+                "subject": token.subject,
+                "scopes": list(state.scopes),
+                "expires_at": response_expires_at(state),
+                # Hidden properties are for the authorization server only.
+                "properties": [p for p in properties_out(state) if not p.hidden],
+                "certificate_thumbprint": state.certificate_thumbprint,
+                "authorization_details": AuthzDetailsOut.of(state.authorization_details),
+                "for_external_attachment": state.for_external_attachment,
+                "grant_type": GrantType(token.grant_type) if token.grant_type else None,
+                # One set of resources per token: the token's (RFC 8707), as both.
+                "resources": list(state.resources),
+                "access_token_resources": list(state.resources),
+                "acr": state.acr,
+                "auth_time": state.auth_time,
+            }
+        )
 
 
 class StandardIntrospectionIn(WireRequest):

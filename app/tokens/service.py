@@ -23,10 +23,7 @@ from app.errors import (
     ResourceNotFound,
     TokenNotFound,
 )
-from app.services import repository as services
-from app.services.service import check_range
-from app.tokens import repository
-from app.tokens.hashing import (
+from app.kit.hashing import (
     VALUE_BYTES,
     encode_value,
     is_sha256_b64url,
@@ -34,31 +31,26 @@ from app.tokens.hashing import (
     refresh_lookup_key,
     token_hash,
 )
+from app.kit.paging import check_range
+from app.services import repository as services
+from app.tokens import repository
 from app.tokens.models import TokenRow
 from app.tokens.rules import (
-    AuthzElementInput,
+    Issued,
+    IssueRequest,
     Lookup,
-    PropertyInput,
     ScopePolicy,
     TokenState,
     UpdateRequest,
     apply_update,
-    check_thumbprint,
+    check_issue_request,
     choose_identifier,
-    duration_or,
-    expiry_after,
-    filter_scopes,
     is_alive,
+    issue,
     scope_durations,
-    validate_authorization_details,
-    validate_properties,
 )
 
 log = logging.getLogger("tokenstore.tokens")
-
-# Grant types after which Authlete issues no refresh token (RFC 6749 sections 4.2.2, 4.4.3).
-NO_REFRESH_GRANTS = frozenset({"CLIENT_CREDENTIALS", "IMPLICIT"})
-MAX_VALUE_LENGTH = 1024
 
 
 def new_value() -> str:
@@ -168,108 +160,53 @@ async def update(
 
 
 @dataclass(frozen=True, slots=True)
-class CreateCommand:
-    grant_type: str | None
-    client_id: int | None
-    subject: str | None
-    scopes: tuple[str, ...]
-    access_token_duration: int | None
-    refresh_token_duration: int | None
-    properties: tuple[PropertyInput, ...]
-    access_token: str | None
-    refresh_token: str | None
-    access_token_persistent: bool
-    certificate_thumbprint: str | None
-    dpop_key_thumbprint: str | None
-    authorization_details: tuple[AuthzElementInput, ...] | None
-    for_external_attachment: bool
-
-
-@dataclass(frozen=True, slots=True)
 class CreateResult:
     row: TokenRow
-    state: TokenState
-    access_token: str
-    refresh_token: str | None
-    expires_in: int
-
-
-def _check_value(name: str, value: str | None) -> None:
-    if value is not None and (len(value) > MAX_VALUE_LENGTH or not value.isprintable()):
-        raise BadRequestAction(f"{name} must be printable and at most {MAX_VALUE_LENGTH} long.")
+    issued: Issued
 
 
 def create(
-    session: Session, *, service_api_key: int, command: CreateCommand, hash_key: bytes, now: int
+    session: Session, *, service_api_key: int, command: IssueRequest, hash_key: bytes, now: int
 ) -> CreateResult:
-    # Every check first: a rejected request writes nothing.
-    if not command.grant_type:
-        raise BadRequestAction("grantType is required.")
-    if command.subject is None and command.grant_type != "CLIENT_CREDENTIALS":
-        raise BadRequestAction("subject is required unless grantType is CLIENT_CREDENTIALS.")
-    if not command.client_id:
-        raise BadRequestAction("clientId is required.")
-    _check_value("accessToken", command.access_token)
-    _check_value("refreshToken", command.refresh_token)
-    check_thumbprint("certificateThumbprint", command.certificate_thumbprint)
-    check_thumbprint("dpopKeyThumbprint", command.dpop_key_thumbprint)
-    properties = validate_properties(command.properties)
-    details = (
-        None
-        if command.authorization_details is None
-        else validate_authorization_details(command.authorization_details)
-    )
+    """Loads what the decision needs (the client, the service's defaults, the scopes named),
+    asks `rules.issue`, and inserts the token."""
+    check_issue_request(command)  # every check that needs nothing read comes first
+    assert command.client_id is not None  # noqa: S101 - checked just above
     client = clients.get(session, service_api_key, command.client_id)
     if client is None:
         raise ClientUnknown(f"This service has no client {command.client_id}.")
     service = services.get(session, service_api_key)
     assert service is not None  # noqa: S101 - the caller was authenticated as this service
-
     policy = policy_for(
         session, service_api_key=service_api_key, client=client, scopes=command.scopes
     )
-    access_seconds = duration_or(command.access_token_duration, service.access_token_duration)
-    refresh_seconds = duration_or(command.refresh_token_duration, service.refresh_token_duration)
-    access_value = command.access_token or new_value()
-    refresh_value = None
-    if command.grant_type not in NO_REFRESH_GRANTS:
-        refresh_value = command.refresh_token or new_value()
-
-    state = TokenState(
-        access_hash=token_hash(access_value),
-        scopes=filter_scopes(command.scopes, policy),
-        access_expires_at=expiry_after(now, access_seconds),
-        persistent=command.access_token_persistent,
-        refresh_expires_at=None if refresh_value is None else expiry_after(now, refresh_seconds),
-        properties=properties,
-        authorization_details=details,
-        certificate_thumbprint=command.certificate_thumbprint or None,
-        dpop_key_thumbprint=command.dpop_key_thumbprint or None,
-        for_external_attachment=command.for_external_attachment,
-    )
-    refresh_hash = None if refresh_value is None else token_hash(refresh_value)
+    issued = issue(
+        command, policy, now=now, new_values=(new_value(), new_value()),
+        access_seconds=service.access_token_duration,
+        refresh_seconds=service.refresh_token_duration,
+    )  # fmt: skip
     row = TokenRow(
         token_id=new_token_id(),
         service_api_key=service_api_key,
         client_id=client.client_id,
         subject=command.subject,
         grant_type=command.grant_type,
-        access_key=lookup_key(service_api_key, state.access_hash, hash_key),
+        access_key=lookup_key(service_api_key, issued.state.access_hash, hash_key),
         refresh_key=None
-        if refresh_hash is None
-        else refresh_lookup_key(service_api_key, refresh_hash, hash_key),
-        refresh_hash=refresh_hash,
+        if issued.refresh_hash is None
+        else refresh_lookup_key(service_api_key, issued.refresh_hash, hash_key),
+        refresh_hash=issued.refresh_hash,
         created_at=now,
         updated_at=now,
     )
-    row.store(state)
+    row.store(issued.state)
     try:
         repository.insert(session, row)
     except IntegrityError:
         # Only a caller-chosen value can collide; generated ones are 256 random bits.
         raise BadRequestAction("That accessToken or refreshToken is already in use.") from None
     log.info("token created token_id=%s client_id=%s", row.token_id, client.client_id)
-    return CreateResult(row, state, access_value, refresh_value, access_seconds)
+    return CreateResult(row, issued)
 
 
 # --- List ----------------------------------------------------------------------------------

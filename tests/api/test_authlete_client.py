@@ -31,7 +31,7 @@ from authlete.dto.token_update_action import TokenUpdateAction
 from authlete.dto.token_update_request import TokenUpdateRequest
 from authlete.types.grant_type import GrantType
 
-from app.tokens.hashing import token_hash
+from app.kit.hashing import token_hash
 from tests.conftest import OPERATOR
 from tests.proofs import ProofMaker, self_signed_certificate
 

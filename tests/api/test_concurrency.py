@@ -18,8 +18,8 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import Engine, select
 
 from app.config import Settings
+from app.kit.hashing import token_hash
 from app.main import create_app
-from app.tokens.hashing import token_hash
 from app.tokens.models import TokenRow
 from tests.api.world import World
 

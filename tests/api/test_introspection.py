@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from app.config import Settings
 from app.main import create_app
-from app.tokens.models import DpopProofRow
+from app.tokens.models import DpopProofRow, TokenRow
 from tests.api.world import World, ok
 from tests.proofs import ProofMaker, self_signed_certificate
 
@@ -315,3 +315,52 @@ async def test_recording_proofs_removes_expired_ones_so_the_replay_table_stays_b
         ).scalar_one()
     assert left == 0  # 3 proofs remove up to 12 expired records (other tests' ones too)
     assert fresh >= 3
+
+
+async def test_resources_acr_and_auth_time_given_at_creation_are_introspected(
+    world: World, engine: Engine
+) -> None:
+    token = await world.token(
+        resources=["https://api.example.com/", "urn:example:ledger"], acr="urn:mace:mfa",
+        authTime=1_700_000_000, sessionId="session-1",
+    )  # fmt: skip
+    # An update keeps them (the rules change other fields).
+    assert (await world.update(accessToken=token["accessToken"], scopes=[]))["action"] == "OK"
+    answer = await introspect(world, token=token["accessToken"])
+    assert answer["action"] == "OK"
+    assert answer["resources"] == ["https://api.example.com/", "urn:example:ledger"]
+    assert answer["accessTokenResources"] == answer["resources"]
+    assert (answer["acr"], answer["authTime"]) == ("urn:mace:mfa", 1_700_000_000)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(TokenRow.attributes).where(TokenRow.token_id == token["tokenId"])
+        ).scalar_one()
+    assert stored == {
+        "resources": ["https://api.example.com/", "urn:example:ledger"],
+        "acr": "urn:mace:mfa", "auth_time": 1_700_000_000, "session_id": "session-1",
+    }  # fmt: skip
+
+
+async def test_a_token_without_them_introspects_empty_and_stores_nothing_extra(
+    world: World, engine: Engine
+) -> None:
+    token = await world.token()
+    answer = await introspect(world, token=token["accessToken"])
+    assert (answer["resources"], answer.get("acr"), answer["authTime"]) == ([], None, 0)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(TokenRow.attributes).where(TokenRow.token_id == token["tokenId"])
+        ).scalar_one()
+    assert stored == {}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"resources": ["not a uri"]}, {"authTime": -1}, {"acr": 5}, {"resources": "https://x/"}],
+)
+async def test_malformed_resources_acr_or_auth_time_are_400(
+    world: World, fields: dict[str, Any]
+) -> None:
+    body = {"grantType": "PASSWORD", "clientId": world.client_id, "subject": "s", **fields}
+    response = await world.http.post("/api/auth/token/create", json=body, auth=world.auth)
+    assert response.status_code == 400

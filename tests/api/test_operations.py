@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from app.config import Settings
+from app.kit.hashing import token_hash
 from app.logs import JsonFormatter, RequestIdFilter
 from app.main import create_app
-from app.tokens.hashing import token_hash
 from tests.api.world import World, ok
 from tests.conftest import OPERATOR
 

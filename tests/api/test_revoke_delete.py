@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from app.tokens.hashing import token_hash
+from app.kit.hashing import token_hash
 from tests.api.world import World, ok
 
 pytestmark = pytest.mark.anyio

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.errors import BadRequestAction, TokenNotFound
+from app.kit.hashing import lookup_key, token_hash
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from app.tokens import repository
 from app.tokens import service as tokens
-from app.tokens.hashing import lookup_key, token_hash
-from app.tokens.rules import UpdateRequest, is_alive
+from app.tokens.rules import IssueRequest, UpdateRequest, is_alive
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ def tenant(session: Session) -> tuple[int, int]:
 
 
 def create(session: Session, api_key: int, client_id: int, **changes: Any) -> tokens.CreateResult:
-    command = tokens.CreateCommand(
+    command = IssueRequest(
         grant_type="AUTHORIZATION_CODE",
         client_id=client_id,
         subject="alice",
@@ -111,14 +111,14 @@ def locked(session: Session, api_key: int, token_id: str) -> repository.LockedTo
 def test_creation_uses_the_service_durations_and_stores_no_value(session: Session) -> None:
     api_key, client_id = tenant(session)
     created = create(session, api_key, client_id)
-    assert created.state.access_expires_at == NOW + 3_600_000
-    assert created.state.refresh_expires_at == NOW + 7_200_000
+    assert created.issued.state.access_expires_at == NOW + 3_600_000
+    assert created.issued.state.refresh_expires_at == NOW + 7_200_000
     row = created.row
     stored_text = " ".join(str(v) for v in vars(row).values())
-    assert created.access_token not in stored_text
-    assert created.refresh_token is not None
-    assert created.refresh_token not in stored_text
-    assert row.access_key == lookup_key(api_key, token_hash(created.access_token), KEY)
+    assert created.issued.access_value not in stored_text
+    assert created.issued.refresh_value is not None
+    assert created.issued.refresh_value not in stored_text
+    assert row.access_key == lookup_key(api_key, token_hash(created.issued.access_value), KEY)
 
 
 def test_scope_durations_count_from_the_given_now(session: Session) -> None:
@@ -128,7 +128,7 @@ def test_scope_durations_count_from_the_given_now(session: Session) -> None:
     result = update(
         session,
         api_key,
-        created.access_token,
+        created.issued.access_value,
         later,
         scopes=("read", "write"),
         access_expiry_on_scope_update=True,
@@ -139,16 +139,16 @@ def test_scope_durations_count_from_the_given_now(session: Session) -> None:
 def test_expiry_is_now_at_or_after_expires_at_in_service_and_in_sql(session: Session) -> None:
     api_key, client_id = tenant(session)
     created = create(session, api_key, client_id, grant_type="CLIENT_CREDENTIALS", subject=None)
-    expires_at = created.state.access_expires_at
+    expires_at = created.issued.state.access_expires_at
     # One millisecond before: found, by the service and by the SQL listing.
-    update(session, api_key, created.access_token, expires_at - 1, scopes=())
+    update(session, api_key, created.issued.access_value, expires_at - 1, scopes=())
     listed = repository.page(
         session, api_key, client_id=None, subject=None, now=expires_at - 1, offset=0, limit=10
     )
     assert [r.token_id for r in listed] == [created.row.token_id]
     # At the instant itself: expired for both.
     with pytest.raises(TokenNotFound):
-        update(session, api_key, created.access_token, expires_at, scopes=())
+        update(session, api_key, created.issued.access_value, expires_at, scopes=())
     assert not repository.page(
         session, api_key, client_id=None, subject=None, now=expires_at, offset=0, limit=10
     )
@@ -182,7 +182,7 @@ def test_a_rejected_update_leaves_the_row_as_it_was(session: Session) -> None:
         update(
             session,
             api_key,
-            created.access_token,
+            created.issued.access_value,
             NOW,
             scopes=("write",),
             dpop_key_thumbprint="bad",
@@ -198,5 +198,5 @@ def test_another_service_cannot_reach_the_token_by_any_name(session: Session) ->
     stranger, _ = tenant(session)
     created = create(session, owner, client_id)
     with pytest.raises(TokenNotFound):
-        update(session, stranger, created.access_token, NOW, scopes=())
+        update(session, stranger, created.issued.access_value, NOW, scopes=())
     assert locked(session, stranger, created.row.token_id) is None

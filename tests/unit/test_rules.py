@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from app.errors import BadRequestAction
-from app.tokens.hashing import token_hash
+from app.kit.durations import parse_duration
+from app.kit.hashing import token_hash
 from app.tokens.rules import (
     AuthzElement,
     AuthzElementInput,
@@ -22,7 +23,6 @@ from app.tokens.rules import (
     choose_identifier,
     filter_scopes,
     is_alive,
-    parse_duration,
     response_expires_at,
     scope_durations,
 )
