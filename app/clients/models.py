@@ -21,5 +21,14 @@ class ClientRow(Base):
     description: Mapped[str | None] = mapped_column(Text)
     requestable_scopes_enabled: Mapped[bool] = mapped_column(Boolean)
     requestable_scopes: Mapped[list[str]] = mapped_column(JsonDocument)
+    # Client authentication (RFC 6749 section 2.3, RFC 8705, RFC 7523) and durations that
+    # win over the service's. NULL in rows written before migration 0004.
+    client_type: Mapped[str | None] = mapped_column(String(20))
+    token_auth_method: Mapped[str | None] = mapped_column(String(40))
+    client_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    tls_client_auth_subject_dn: Mapped[str | None] = mapped_column(String(1024))
+    jwks: Mapped[str | None] = mapped_column(Text)
+    access_token_duration: Mapped[int | None] = mapped_column(BigInteger)
+    refresh_token_duration: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
     modified_at: Mapped[int] = mapped_column(BigInteger)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, JsonDocument
@@ -19,6 +19,12 @@ class ServiceRow(Base):
     description: Mapped[str | None] = mapped_column(Text)
     access_token_duration: Mapped[int] = mapped_column(BigInteger)
     refresh_token_duration: Mapped[int] = mapped_column(BigInteger)
+    # DPoP nonces (RFC 9449 section 9), the service's JWK set (its introspection signing
+    # keys, RFC 9701). NULL in rows written before migration 0004.
+    dpop_nonce_required: Mapped[bool | None] = mapped_column(Boolean)
+    dpop_nonce_duration: Mapped[int | None] = mapped_column(BigInteger)
+    jwks: Mapped[str | None] = mapped_column(Text)
+    introspection_signature_key_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger)
     modified_at: Mapped[int] = mapped_column(BigInteger)
 
