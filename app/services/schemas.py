@@ -42,6 +42,8 @@ class ServiceIn(WireRequest):
     supported_scopes: Annotated[list[ScopeIn], Field(max_length=MAX_ITEMS)] | None = None
     access_token_duration: Duration | None = None
     refresh_token_duration: Duration | None = None
+    dpop_nonce_required: bool | None = None
+    dpop_nonce_duration: Duration | None = None
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(
@@ -59,6 +61,8 @@ class ServiceIn(WireRequest):
             ),
             access_token_duration=self.access_token_duration,
             refresh_token_duration=self.refresh_token_duration,
+            dpop_nonce_required=self.dpop_nonce_required,
+            dpop_nonce_duration=self.dpop_nonce_duration,
         )
 
 
@@ -82,6 +86,8 @@ class ServiceOut(WireResponse):
     supported_scopes: list[ScopeOut]
     access_token_duration: int
     refresh_token_duration: int
+    dpop_nonce_required: bool
+    dpop_nonce_duration: int  # 0: not set (nonces then live 300 s)
     created_at: int
     modified_at: int
 
@@ -102,6 +108,8 @@ class ServiceOut(WireResponse):
             ],
             access_token_duration=row.access_token_duration,
             refresh_token_duration=row.refresh_token_duration,
+            dpop_nonce_required=bool(row.dpop_nonce_required),
+            dpop_nonce_duration=row.dpop_nonce_duration or 0,
             created_at=row.created_at,
             modified_at=row.modified_at,
         )

@@ -36,6 +36,9 @@ class ServiceSpec:
     scopes: tuple[ScopeSpec, ...] | None
     access_token_duration: int | None
     refresh_token_duration: int | None
+    # DPoP nonces (RFC 9449 sections 8 and 9): None leaves them unset (create) or unchanged.
+    dpop_nonce_required: bool | None = None
+    dpop_nonce_duration: int | None = None
 
 
 def new_api_key() -> int:
@@ -78,6 +81,9 @@ def create(
         refresh_token_duration=_duration(
             spec.refresh_token_duration, DEFAULT_REFRESH_TOKEN_DURATION
         ),
+        dpop_nonce_required=bool(spec.dpop_nonce_required),
+        # 0: not set; nonces then live DEFAULT_NONCE_DURATION (app.tokens.nonces).
+        dpop_nonce_duration=_duration(spec.dpop_nonce_duration, 0),
         created_at=now,
         modified_at=now,
     )
@@ -110,6 +116,9 @@ def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> Se
         row.description = spec.description
     row.access_token_duration = _duration(spec.access_token_duration, row.access_token_duration)
     row.refresh_token_duration = _duration(spec.refresh_token_duration, row.refresh_token_duration)
+    if spec.dpop_nonce_required is not None:
+        row.dpop_nonce_required = spec.dpop_nonce_required
+    row.dpop_nonce_duration = _duration(spec.dpop_nonce_duration, row.dpop_nonce_duration or 0)
     row.modified_at = now
     if spec.scopes is not None:
         repository.replace_scopes(session, row, _scope_rows(spec.scopes))

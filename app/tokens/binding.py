@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -101,6 +102,18 @@ class ReplayedProof(ProofError):
     pass
 
 
+class MissingNonce(ProofError):
+    """A nonce is required and the proof has none (RFC 9449 section 9)."""
+
+    error = "use_dpop_nonce"
+
+
+class BadNonce(ProofError):
+    """The proof's nonce is not one the server handed out lately (RFC 9449 section 9)."""
+
+    error = "use_dpop_nonce"
+
+
 class CertificateMismatch(ProofError):
     error = "invalid_token"  # RFC 8705 section 3
 
@@ -149,13 +162,15 @@ def verify_dpop_proof(
     bound_jkt: str,
     now_ms: int,
     policy: ProofPolicy,
+    nonce_accepted: Callable[[str], bool] | None = None,
 ) -> VerifiedProof:
     """Checks a DPoP proof presented with an access token, per RFC 9449 section 4.3:
 
     1. one proof, 2. a well-formed JWT, 3. the required claims (jti, htm, htu, iat, ath),
     4. typ "dpop+jwt", 5. an asymmetric, supported alg, 6. a signature by the embedded jwk,
-    7. no private key in that jwk, 8. htm, 9. htu (no query or fragment), 10. nonce: not
-    issued by tokenstore, so not checked, 11. iat within the window, 12. ath equal to the
+    7. no private key in that jwk, 8. htm, 9. htu (no query or fragment), 10. when
+    `nonce_accepted` is given (nonces required), a nonce it accepts (sections 8 and 9),
+    11. iat within the window, 12. ath equal to the
     token's hash and the key's RFC 7638 thumbprint equal to the bound jkt. Replay (the
     jti, section 11.1) is checked by the caller with the returned `jti`.
     """
@@ -167,6 +182,13 @@ def verify_dpop_proof(
     # Step 9: htu is the request's URI, query and fragment ignored.
     if not isinstance(claims["htu"], str) or normalize_uri(claims["htu"]) != normalize_uri(htu):
         raise UriMismatch("The DPoP proof's htu is not the request's URI.")
+    # Step 10: the nonce the server handed out, when it requires one.
+    if nonce_accepted is not None:
+        nonce = claims.get("nonce")
+        if nonce is None:
+            raise MissingNonce("The resource server requires a nonce in the DPoP proof.")
+        if not isinstance(nonce, str) or not nonce_accepted(nonce):
+            raise BadNonce("The DPoP proof's nonce is not the current one.")
     # Step 11: iat within the acceptable window (section 11.1).
     now_s = now_ms // 1000
     if claims["iat"] > now_s + policy.clock_skew_seconds:

@@ -4,8 +4,8 @@ Outcomes are returned, never raised: a DPoP proof's `jti` recorded on the way is
 effect, and it must commit even when a later check answers FORBIDDEN (STYLE.md).
 
 `judge` decides, pure. The I/O is the shell's (`introspect`, over `repository.TokenReads`):
-one read for the token and its client's alias, and for a DPoP-bound token the replay
-record that `judge` asks for.
+one read for the token, its client's alias and its service's DPoP nonce settings, and for
+a DPoP-bound token the replay record that `judge` asks for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from app.kit.durations import is_expired
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
 from app.tokens import binding
 from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
+from app.tokens.nonces import NonceClock, nonce_key
 from app.tokens.repository import FoundToken, TokenReads
 
 log = logging.getLogger("tokenstore.introspection")
@@ -35,6 +36,16 @@ class IntrospectionCommand:
     dpop: str | None
     htm: str | None
     htu: str | None
+    resources: tuple[str, ...] | None = None  # RFC 8707: each must be the token's
+    acr_values: tuple[str, ...] | None = None  # RFC 9470: the token's acr is one of them
+    max_age: int | None = None  # RFC 9470: seconds since the user authenticated (<= 0: none)
+    dpop_nonce_required: bool = False  # switches the nonce check on, never off
+
+
+# Authlete's `responseContent` when the answer is OK: the simplest challenge, for a
+# resource server that refuses the request for reasons of its own (java-common's
+# IntrospectionResponse; the same for DPoP-bound tokens).
+OK_CONTENT = 'Bearer error="invalid_request"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +58,32 @@ class Introspection:
     usable: bool = False
     sufficient: bool = False
     refreshable: bool = False
+    dpop_nonce: str | None = None  # for the resource server's DPoP-Nonce header
 
 
-def challenge(scheme: str, error: str, description: str, *, scope: str | None = None) -> str:
-    """A `WWW-Authenticate` value (RFC 6750 section 3; RFC 9449 section 7.1 for DPoP)."""
-    # RFC 6750 section 3: error_description excludes the double quote and the backslash.
-    text = "".join(ch for ch in description.replace('"', "'") if " " <= ch <= "~" and ch != "\\")
-    parts = [f'error="{error}"', f'error_description="{text}"']
+def _quotable(text: str) -> str:
+    # RFC 6750 section 3: these values exclude the double quote and the backslash.
+    return "".join(ch for ch in text.replace('"', "'") if " " <= ch <= "~" and ch != "\\")
+
+
+def challenge(
+    scheme: str,
+    error: str,
+    description: str,
+    *,
+    scope: str | None = None,
+    acr_values: str | None = None,
+    max_age: int | None = None,
+) -> str:
+    """A `WWW-Authenticate` value (RFC 6750 section 3; RFC 9449 section 7.1 for DPoP;
+    RFC 9470 section 3 for `acr_values` and `max_age`)."""
+    parts = [f'error="{error}"', f'error_description="{_quotable(description)}"']
     if scope is not None:
         parts.append(f'scope="{scope}"')
+    if acr_values is not None:
+        parts.append(f'acr_values="{_quotable(acr_values)}"')
+    if max_age is not None:
+        parts.append(f'max_age="{max_age}"')
     if scheme == "DPoP":
         parts.append(f'algs="{" ".join(DPOP_ALGORITHMS)}"')
     return f"{scheme} " + ",".join(parts)
@@ -86,9 +114,12 @@ def judge(
     service_api_key: int,
     now: int,
     proof_policy: ProofPolicy,
+    nonce_key: bytes,
 ) -> Judgement:
     """Pure: what to answer for the token found (None: no such token), checked in order:
-    existence, expiry, proof of possession, then what the resource server asks of it."""
+    existence, expiry, proof of possession, then what the resource server asks of it.
+    `nonce_key` (`nonces.nonce_key`) makes the DPoP nonces, when the service or the request
+    requires them."""
     if token is None:
         message = "The access token does not exist."
         return Judgement(Introspection(
@@ -96,17 +127,23 @@ def judge(
             challenge("Bearer", "invalid_token", message),
         ))  # fmt: skip
     state = token.state
+    # RFC 9449 section 9: the service's setting, or the request's, requires nonces; every
+    # answer about a DPoP-bound token then carries the current one.
+    nonces = None
+    if state.dpop_key_thumbprint and (token.dpop_nonce_required or command.dpop_nonce_required):
+        nonces = NonceClock.of(nonce_key, service_api_key, token.dpop_nonce_duration)
     found = Introspection(
-        "OK", "INTROSPECTION_OK", "The access token is valid.", None, token=token,
+        "OK", "INTROSPECTION_OK", "The access token is valid.", OK_CONTENT, token=token,
         refreshable=state.refresh_expires_at is not None
         and not is_expired(state.refresh_expires_at, now),
+        dpop_nonce=None if nonces is None else nonces.current(now),
     )  # fmt: skip
     refusal = _expired(found, now)
     if refusal is not None:
         return Judgement(refusal)
-    proof, refusal = _possession(found, command, service_api_key, now, proof_policy)
+    proof, refusal = _possession(found, command, service_api_key, now, proof_policy, nonces)
     if refusal is None:
-        refusal = _authorization(found, command)
+        refusal = _authorization(found, command, now)
     outcome = refusal or replace(found, usable=True, sufficient=True)
     if proof is None:
         return Judgement(outcome)
@@ -138,6 +175,7 @@ async def introspect(
     judgement = judge(
         tokens[0] if tokens else None, command,
         service_api_key=service_api_key, now=now, proof_policy=proof_policy,
+        nonce_key=nonce_key(hash_key),
     )  # fmt: skip
     outcome = judgement.outcome
     if judgement.proof is not None:
@@ -163,10 +201,15 @@ def _refuse(
     message: str,
     *,
     scope: str | None = None,
+    acr_values: str | None = None,
+    max_age: int | None = None,
     usable: bool = False,
 ) -> Introspection:
     assert found.token is not None  # noqa: S101 - only tokens that exist are refused here
-    content = challenge(found.token.state.token_type, error, message, scope=scope)
+    content = challenge(
+        found.token.state.token_type, error, message, scope=scope, acr_values=acr_values,
+        max_age=max_age,
+    )  # fmt: skip
     return replace(
         found, action=action, result_code=code, message=message, response_content=content,
         usable=usable,
@@ -190,9 +233,11 @@ def _possession(
     service_api_key: int,
     now: int,
     policy: ProofPolicy,
+    nonces: NonceClock | None,
 ) -> tuple[ProofRecord | None, Introspection | None]:
     """The DPoP proof (RFC 9449) or the client certificate (RFC 8705) the token is bound
-    to; a valid proof comes back as the record that makes its reuse a replay."""
+    to; a valid proof comes back as the record that makes its reuse a replay. With
+    `nonces`, the proof must carry a nonce they accept (RFC 9449 section 9)."""
     assert found.token is not None  # noqa: S101
     assert command.token is not None  # noqa: S101
     state = found.token.state
@@ -212,6 +257,7 @@ def _possession(
             proof = binding.verify_dpop_proof(
                 command.dpop, htm=command.htm, htu=command.htu, access_token=command.token,
                 bound_jkt=state.dpop_key_thumbprint, now_ms=now, policy=policy,
+                nonce_accepted=None if nonces is None else lambda n: nonces.accepts(n, now),
             )  # fmt: skip
         except ProofError as error:
             code = "INTROSPECTION_DPOP_" + type(error).__name__.upper()
@@ -232,9 +278,22 @@ def _possession(
     return record, None
 
 
-def _authorization(found: Introspection, command: IntrospectionCommand) -> Introspection | None:
-    """The scopes and the subject the resource server requires."""
+def _authorization(
+    found: Introspection, command: IntrospectionCommand, now: int
+) -> Introspection | None:
+    """What the resource server requires of the token, in this order (docs/decisions.md):
+    its audience (RFC 8707: nothing else matters if the token is not meant for this
+    resource server), the scopes, the subject, then the user authentication (RFC 9470:
+    last, as the only one that a new login at the same client can fix)."""
     assert found.token is not None  # noqa: S101
+    state = found.token.state
+    if command.resources:
+        foreign = [resource for resource in command.resources if resource not in state.resources]
+        if foreign:
+            return _refuse(
+                found, "FORBIDDEN", "INTROSPECTION_RESOURCE_NOT_COVERED", "invalid_token",
+                "The access token is not meant for " + " ".join(foreign) + ".", usable=True,
+            )  # fmt: skip
     if command.scopes:
         missing = [scope for scope in command.scopes if scope not in found.token.state.scopes]
         if missing:
@@ -248,7 +307,31 @@ def _authorization(found: Introspection, command: IntrospectionCommand) -> Intro
             found, "FORBIDDEN", "INTROSPECTION_SUBJECT_MISMATCH", "insufficient_scope",
             "The access token belongs to another subject.", usable=True,
         )  # fmt: skip
-    return None
+    return _step_up(found, command, now)
+
+
+def _step_up(found: Introspection, command: IntrospectionCommand, now: int) -> Introspection | None:
+    """RFC 9470: the user authentication behind the token, by its `acr` and `authTime`
+    (seconds). The challenge names every requirement the request gave, so that one new
+    authentication can meet them all (section 3)."""
+    assert found.token is not None  # noqa: S101
+    state = found.token.state
+    acr_values = command.acr_values or ()
+    max_age = command.max_age if command.max_age is not None and command.max_age > 0 else None
+    # An unknown authentication time (0) is never recent enough.
+    too_old = max_age is not None and (
+        state.auth_time <= 0 or now // 1000 - state.auth_time > max_age
+    )
+    if acr_values and state.acr not in acr_values:
+        code, message = "INTROSPECTION_ACR_INSUFFICIENT", "Another kind of login is required."
+    elif too_old:
+        code, message = "INTROSPECTION_AUTH_TOO_OLD", "A more recent authentication is required."
+    else:
+        return None
+    return _refuse(
+        found, "FORBIDDEN", code, "insufficient_user_authentication", message,
+        acr_values=" ".join(acr_values) or None, max_age=max_age, usable=True,
+    )  # fmt: skip
 
 
 # --- RFC 7662 ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from sqlalchemy.sql import ClauseElement
 
 from app.clients.models import ClientRow
 from app.services import repository as services
+from app.services.models import ServiceRow
 from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
 from app.tokens.rules import TokenState
 from app.transactions import AsyncDatabase, ThreadedDatabase, UnitOfWork
@@ -92,6 +93,9 @@ class FoundToken:
     created_at: int
     matched_refresh: bool  # found by its refresh token's key, not its access token's
     state: TokenState
+    # The service's DPoP nonce settings (RFC 9449 section 9), read in the same statement.
+    dpop_nonce_required: bool = False
+    dpop_nonce_duration: int | None = None
 
 
 class TokenWrites(Protocol):
@@ -127,6 +131,7 @@ class TokenReads(Protocol):
 
 _TOKENS = TokenRow.metadata.tables["tokens"]
 _CLIENTS = ClientRow.metadata.tables["clients"]
+_SERVICES = ServiceRow.metadata.tables["services"]
 _JSON_COLUMNS = frozenset(c.name for c in _TOKENS.columns if isinstance(c.type, JSON))
 
 
@@ -154,13 +159,27 @@ _SAVE = (
 # lookups. (`access_key = ? OR refresh_key = ?` made SQLite scan the service's tokens
 # once ANALYZE had counted the refresh keys' NULLs as one value: 14 introspections/s on
 # 1,000,000 tokens; so did a join in the refresh branch.) Only the access token's answer
-# (Authlete's introspection) names the client's alias.
+# (Authlete's introspection) names the client's alias, and the service's DPoP nonce
+# settings: joined by the service's primary key in the same statement, they cost no round
+# trip and are never stale. (The credential replica, app.credentials, would save only that
+# index probe, and would have to be announced and reloaded on every service update.)
 _INTROSPECTED = union_all(
-    select(_TOKENS, _CLIENTS.c.client_id_alias)
+    select(
+        _TOKENS,
+        _CLIENTS.c.client_id_alias,
+        _SERVICES.c.dpop_nonce_required,
+        _SERVICES.c.dpop_nonce_duration,
+    )
     .join_from(_TOKENS, _CLIENTS, _CLIENTS.c.client_id == _TOKENS.c.client_id, isouter=True)
+    .join(_SERVICES, _SERVICES.c.api_key == _TOKENS.c.service_api_key, isouter=True)
     .where(_TOKENS.c.service_api_key == bindparam("service"))
     .where(_TOKENS.c.access_key == bindparam("key")),
-    select(_TOKENS, null().label("client_id_alias"))
+    select(
+        _TOKENS,
+        null().label("client_id_alias"),
+        null().label("dpop_nonce_required"),
+        null().label("dpop_nonce_duration"),
+    )
     .where(_TOKENS.c.service_api_key == bindparam("service"))
     .where(_TOKENS.c.refresh_key == bindparam("rkey")),
 )
@@ -230,6 +249,8 @@ def _found(row: Any, refresh_key: str | None) -> FoundToken:
         created_at=row.created_at,
         matched_refresh=refresh_key is not None and row.refresh_key == refresh_key,
         state=state_of(row),
+        dpop_nonce_required=bool(row.dpop_nonce_required),
+        dpop_nonce_duration=row.dpop_nonce_duration,
     )
 
 

@@ -276,15 +276,7 @@ async def introspect_token(
     result = await introspection.introspect(
         repository.reads(context.database),
         service_api_key=caller.api_key,
-        command=introspection.IntrospectionCommand(
-            token=body.token,
-            scopes=None if body.scopes is None else tuple(body.scopes),
-            subject=body.subject,
-            client_certificate=body.client_certificate,
-            dpop=body.dpop,
-            htm=body.htm,
-            htu=body.htu,
-        ),
+        command=body.command(),
         hash_key=context.hash_key,
         now=context.now,
         proof_policy=proof_policy(context.settings),

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field
 
 from app.errors import MalformedRequest
 from app.kit.durations import MAX_DURATION_SECONDS, MAX_TIMESTAMP_MS
-from app.tokens.introspection import Introspection
+from app.tokens.introspection import Introspection, IntrospectionCommand
 from app.tokens.rules import (
     MAX_VALUE_LENGTH,
     AuthzElement,
@@ -48,6 +48,9 @@ Sha256 = Annotated[
 Named = Annotated[str, Field(json_schema_extra={"minLength": 1})]  # a key, a type
 # An absolute URI (RFC 8707 section 2: a resource indicator), at most 2,048 characters.
 Uri = Annotated[str, Field(max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")]
+# An ACR value as it can travel in RFC 9470's space-separated, quoted `acr_values`: visible
+# ASCII without the double quote and the backslash.
+AcrValue = Annotated[str, Field(max_length=255, pattern=r"^[!#-\[\]-~]+$")]
 
 
 class GrantType(StrEnum):
@@ -365,6 +368,28 @@ class IntrospectionIn(WireRequest):
     dpop: str | None = None
     htm: str | None = None
     htu: str | None = None
+    resources: Annotated[list[Uri], Field(max_length=MAX_ITEMS)] | None = None
+    acr_values: Annotated[list[AcrValue], Field(max_length=MAX_ITEMS)] | None = None
+    max_age: WireInt | None = None  # seconds; 0 or less: no check
+    dpop_nonce_required: bool | None = None
+
+    def command(self) -> IntrospectionCommand:
+        def strings(value: list[str] | None) -> tuple[str, ...] | None:
+            return None if value is None else tuple(value)
+
+        return IntrospectionCommand(
+            token=self.token,
+            scopes=strings(self.scopes),
+            subject=self.subject,
+            client_certificate=self.client_certificate,
+            dpop=self.dpop,
+            htm=self.htm,
+            htu=self.htu,
+            resources=strings(self.resources),
+            acr_values=strings(self.acr_values),
+            max_age=self.max_age,
+            dpop_nonce_required=bool(self.dpop_nonce_required),
+        )
 
 
 class IntrospectionOut(ActionEnvelope):
@@ -388,6 +413,7 @@ class IntrospectionOut(ActionEnvelope):
     access_token_resources: list[str] | None = None
     acr: str | None = None
     auth_time: int | None = None
+    dpop_nonce: str | None = None
 
     @classmethod
     def of(cls, result: Introspection) -> IntrospectionOut:
@@ -400,6 +426,7 @@ class IntrospectionOut(ActionEnvelope):
             usable=result.usable,
             sufficient=result.sufficient,
             refreshable=result.refreshable,
+            dpop_nonce=result.dpop_nonce,
         )
         token = result.token
         if token is None:

@@ -10,7 +10,8 @@ import pytest
 from app.errors import BadRequestAction
 from app.kit.hashing import token_hash
 from app.tokens.binding import ProofPolicy
-from app.tokens.introspection import IntrospectionCommand, judge
+from app.tokens.introspection import OK_CONTENT, IntrospectionCommand, judge
+from app.tokens.nonces import NonceClock, nonce_key
 from app.tokens.repository import FoundToken
 from app.tokens.rules import (
     AuthzElementInput,
@@ -106,8 +107,13 @@ def command(**changes: object) -> IntrospectionCommand:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def judged(token: FoundToken | None, request: IntrospectionCommand):  # type: ignore[no-untyped-def]
-    return judge(token, request, service_api_key=1, now=NOW, proof_policy=PROOFS)
+NONCE_KEY = nonce_key(b"k" * 32)
+
+
+def judged(token: FoundToken | None, request: IntrospectionCommand, now: int = NOW):  # type: ignore[no-untyped-def]
+    return judge(
+        token, request, service_api_key=1, now=now, proof_policy=PROOFS, nonce_key=NONCE_KEY
+    )
 
 
 @pytest.mark.parametrize(
@@ -147,3 +153,184 @@ def test_a_valid_proof_is_asked_to_be_recorded_and_a_replay_has_its_answer_ready
     assert judgement.if_replayed.result_code == "INTROSPECTION_DPOP_REPLAYEDPROOF"
     again = judged(token, command(dpop=proof, htm="GET", htu=HTU, scopes=("write",)))
     assert again.proof == judgement.proof  # the same proof, the same record: a replay
+
+
+# --- Resources, step-up (RFC 8707, RFC 9470) and the flags of every outcome ---------------
+
+NOW_S = NOW // 1000
+STEPPED_UP = {"acr": "urn:mfa", "auth_time": NOW_S - 100, "resources": ("https://rs.example",)}
+
+
+@pytest.mark.parametrize(
+    ("changes", "request_", "code"),
+    [
+        ({}, command(resources=("https://rs.example",)), "INTROSPECTION_OK"),
+        ({}, command(resources=("https://rs.example", "https://other.example")),
+         "INTROSPECTION_RESOURCE_NOT_COVERED"),
+        ({"resources": ()}, command(resources=("https://rs.example",)),
+         "INTROSPECTION_RESOURCE_NOT_COVERED"),
+        ({}, command(resources=()), "INTROSPECTION_OK"),
+        ({}, command(acr_values=("urn:pwd", "urn:mfa")), "INTROSPECTION_OK"),
+        ({}, command(acr_values=("urn:pwd",)), "INTROSPECTION_ACR_INSUFFICIENT"),
+        ({"acr": None}, command(acr_values=("urn:mfa",)), "INTROSPECTION_ACR_INSUFFICIENT"),
+        ({}, command(acr_values=()), "INTROSPECTION_OK"),
+        ({}, command(max_age=100), "INTROSPECTION_OK"),  # exactly max_age old: still good
+        ({}, command(max_age=99), "INTROSPECTION_AUTH_TOO_OLD"),
+        ({"auth_time": 0}, command(max_age=10**9), "INTROSPECTION_AUTH_TOO_OLD"),
+        ({"auth_time": 0}, command(max_age=0), "INTROSPECTION_OK"),  # 0 or less: no check
+        ({"auth_time": 0}, command(max_age=-1), "INTROSPECTION_OK"),
+    ],
+)  # fmt: skip
+def test_resources_and_the_user_authentication_are_checked_as_asked(
+    changes: dict[str, object], request_: IntrospectionCommand, code: str
+) -> None:
+    outcome = judged(found(**{**STEPPED_UP, **changes}), request_).outcome
+    assert outcome.result_code == code
+    if code == "INTROSPECTION_OK":
+        assert (outcome.action, outcome.usable, outcome.sufficient) == ("OK", True, True)
+        assert outcome.response_content == OK_CONTENT == 'Bearer error="invalid_request"'
+    else:
+        # Valid for use, insufficient for this resource server.
+        assert (outcome.action, outcome.usable, outcome.sufficient) == ("FORBIDDEN", True, False)
+
+
+def test_the_step_up_challenge_names_every_requirement_of_the_request() -> None:
+    token = found(**{**STEPPED_UP, "acr": "urn:pwd"})
+    outcome = judged(token, command(acr_values=("urn:mfa", "urn:hwk"), max_age=5)).outcome
+    assert outcome.response_content == (
+        'Bearer error="insufficient_user_authentication",'
+        'error_description="Another kind of login is required.",'
+        'acr_values="urn:mfa urn:hwk",max_age="5"'
+    )
+    too_old = judged(found(**STEPPED_UP), command(max_age=5)).outcome
+    assert too_old.result_code == "INTROSPECTION_AUTH_TOO_OLD"
+    assert too_old.response_content is not None
+    assert too_old.response_content.endswith(',max_age="5"')
+    assert "acr_values" not in too_old.response_content
+
+
+def test_a_dpop_bound_token_is_challenged_with_the_dpop_scheme() -> None:
+    maker = ProofMaker("EC")
+    token = found(**STEPPED_UP, dpop_key_thumbprint=maker.jkt())
+    proof = maker.proof(token="v", htu=HTU, claims={"iat": NOW_S})
+    outcome = judged(token, command(dpop=proof, htm="GET", htu=HTU, acr_values=("x",))).outcome
+    assert outcome.result_code == "INTROSPECTION_ACR_INSUFFICIENT"
+    assert outcome.response_content is not None
+    assert outcome.response_content.startswith('DPoP error="insufficient_user_authentication"')
+    assert 'acr_values="x"' in outcome.response_content
+    assert 'algs="ES256' in outcome.response_content
+
+
+def test_the_audience_is_checked_before_the_scopes_and_the_scopes_before_step_up() -> None:
+    request_ = command(resources=("https://else.example",), scopes=("write",), acr_values=("y",))
+    assert judged(found(**STEPPED_UP), request_).outcome.result_code == (
+        "INTROSPECTION_RESOURCE_NOT_COVERED"
+    )
+    request_ = replace(request_, resources=None)
+    assert judged(found(**STEPPED_UP), request_).outcome.result_code == (
+        "INTROSPECTION_SCOPE_INSUFFICIENT"
+    )
+    request_ = replace(request_, scopes=None, subject="bob")
+    assert judged(found(**STEPPED_UP), request_).outcome.result_code == (
+        "INTROSPECTION_SUBJECT_MISMATCH"
+    )
+
+
+@pytest.mark.parametrize(
+    ("token", "request_", "flags"),
+    [
+        (None, command(), (False, False, False)),
+        (found(access_expires_at=NOW, refresh_expires_at=NOW + 1), command(),
+         (False, False, True)),
+        (found(dpop_key_thumbprint=ProofMaker("EC").jkt()), command(), (False, False, False)),
+        (found(), command(scopes=("write",)), (True, False, False)),
+        (found(refresh_expires_at=NOW + 1), command(), (True, True, True)),
+        (found(refresh_expires_at=NOW), command(), (True, True, False)),
+    ],
+    ids=["unknown", "expired", "binding unproven", "insufficient", "ok", "refresh expired"],
+)  # fmt: skip
+def test_usable_sufficient_and_refreshable_for_each_outcome(
+    token: FoundToken | None, request_: IntrospectionCommand, flags: tuple[bool, bool, bool]
+) -> None:
+    outcome = judged(token, request_).outcome
+    assert (outcome.usable, outcome.sufficient, outcome.refreshable) == flags
+
+
+# --- DPoP nonces (RFC 9449 section 9) ------------------------------------------------------
+
+
+def nonce_bound(maker: ProofMaker, *, required: bool = False, duration: int | None = 60):  # type: ignore[no-untyped-def]
+    token = found(dpop_key_thumbprint=maker.jkt())
+    return replace(token, dpop_nonce_required=required, dpop_nonce_duration=duration)
+
+
+def test_nonces_are_not_asked_for_unless_the_service_or_the_request_requires_them() -> None:
+    maker = ProofMaker("EC")
+    proof = maker.proof(token="v", htu=HTU, claims={"iat": NOW_S})
+    outcome = judged(nonce_bound(maker), command(dpop=proof, htm="GET", htu=HTU)).outcome
+    assert (outcome.action, outcome.dpop_nonce) == ("OK", None)
+    # A Bearer token never gets one, even when the request asks for nonces.
+    bearer = judged(replace(found(), dpop_nonce_required=True), command(dpop_nonce_required=True))
+    assert (bearer.outcome.action, bearer.outcome.dpop_nonce) == ("OK", None)
+
+
+@pytest.mark.parametrize(
+    ("service", "request_flag"), [(True, False), (False, True), (True, True)],
+    ids=["by the service", "by the request", "by both"],
+)  # fmt: skip
+def test_a_required_nonce_must_be_the_current_one(service: bool, request_flag: bool) -> None:
+    maker = ProofMaker("EC")
+    token = nonce_bound(maker, required=service)
+    clock = NonceClock.of(NONCE_KEY, 1, 60)
+
+    def outcome(claims: dict[str, object]):  # type: ignore[no-untyped-def]
+        proof = maker.proof(token="v", htu=HTU, claims={"iat": NOW_S, **claims})
+        request_ = command(dpop=proof, htm="GET", htu=HTU, dpop_nonce_required=request_flag)
+        return judged(token, request_).outcome
+
+    missing = outcome({})
+    assert (missing.action, missing.result_code) == (
+        "UNAUTHORIZED",
+        "INTROSPECTION_DPOP_MISSINGNONCE",
+    )
+    assert missing.response_content is not None
+    assert missing.response_content.startswith('DPoP error="use_dpop_nonce",error_description=')
+    assert missing.dpop_nonce == clock.current(NOW)
+    assert (missing.usable, missing.sufficient) == (False, False)
+
+    stale = outcome({"nonce": clock.current(NOW - 120_000)})  # two steps ago
+    assert stale.result_code == "INTROSPECTION_DPOP_BADNONCE"
+    assert stale.response_content is not None
+    assert stale.response_content.startswith('DPoP error="use_dpop_nonce"')
+    for wrong in ("", "x", 42):
+        assert outcome({"nonce": wrong}).result_code == "INTROSPECTION_DPOP_BADNONCE"
+    other_service = NonceClock.of(NONCE_KEY, 2, 60).current(NOW)
+    assert outcome({"nonce": other_service}).result_code == "INTROSPECTION_DPOP_BADNONCE"
+
+    good = outcome({"nonce": clock.current(NOW)})
+    assert (good.action, good.dpop_nonce) == ("OK", clock.current(NOW))
+    previous = outcome({"nonce": clock.current(NOW - 60_000)})
+    assert previous.action == "OK"
+
+
+def test_the_request_cannot_switch_off_the_services_nonces() -> None:
+    maker = ProofMaker("EC")
+    proof = maker.proof(token="v", htu=HTU, claims={"iat": NOW_S})
+    request_ = command(dpop=proof, htm="GET", htu=HTU, dpop_nonce_required=False)
+    outcome = judged(nonce_bound(maker, required=True), request_).outcome
+    assert outcome.result_code == "INTROSPECTION_DPOP_MISSINGNONCE"
+
+
+def test_every_answer_about_a_nonce_bound_token_carries_the_nonce() -> None:
+    maker = ProofMaker("EC")
+    token = nonce_bound(maker, required=True, duration=None)  # unset: the default duration
+    expected = NonceClock.of(NONCE_KEY, 1, None).current(NOW)
+    assert judged(token, command()).outcome.dpop_nonce == expected  # no proof at all
+    expired = replace(token, state=replace(token.state, access_expires_at=NOW))
+    assert judged(expired, command()).outcome.dpop_nonce == expected
+    proof = maker.proof(token="v", htu=HTU, claims={"iat": NOW_S, "nonce": expected})
+    judgement = judged(token, command(dpop=proof, htm="GET", htu=HTU, scopes=("write",)))
+    assert judgement.outcome.result_code == "INTROSPECTION_SCOPE_INSUFFICIENT"
+    assert judgement.outcome.dpop_nonce == expected
+    assert judgement.if_replayed is not None
+    assert judgement.if_replayed.dpop_nonce == expected
