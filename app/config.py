@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # RFC 9449 section 11.1: how old a DPoP proof's iat may be, and how far in the future.
     dpop_proof_max_age_seconds: int = Field(default=60, ge=1, le=3600)
     dpop_clock_skew_seconds: int = Field(default=5, ge=0, le=300)
+    # RFC 9701: the `iss` of JWT introspection responses, the authorization server's issuer
+    # identifier; "{serviceId}" is replaced by the service's API key.
+    issuer: str = Field(default="urn:tokenstore:service:{serviceId}", min_length=1)
     # The expired-token purge inside `serve`: every this many seconds (0: never).
     purge_interval_seconds: int = Field(default=0, ge=0)
     purge_batch_size: int = Field(default=1000, ge=1, le=100_000)

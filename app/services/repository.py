@@ -86,6 +86,18 @@ def get_with_scopes(session: Session, api_key: int) -> ServiceRow | None:
     return session.scalars(statement).one_or_none()
 
 
+_INTROSPECTION_KEYS = select(ServiceRow.jwks, ServiceRow.introspection_signature_key_id).where(
+    ServiceRow.api_key == bindparam("api_key")
+)
+
+
+def introspection_keys(session: Session, api_key: int) -> tuple[str | None, str | None]:
+    """The service's JWK set and the id of its key for introspection responses (RFC 9701);
+    (None, None) for an unknown service."""
+    row = session.execute(_INTROSPECTION_KEYS, {"api_key": api_key}).first()
+    return (None, None) if row is None else (row.jwks, row.introspection_signature_key_id)
+
+
 def page(session: Session, *, offset: int, limit: int) -> Sequence[ServiceRow]:
     statement = (
         select(ServiceRow)
