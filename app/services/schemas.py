@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from app.kit.durations import MAX_DURATION_SECONDS
+from app.services import keys
 from app.services.models import ServiceRow
 from app.services.service import ScopeSpec, ServiceSpec
 from app.wire import MAX_ITEMS, Envelope, PageEnvelope, WireInt, WireRequest, WireResponse
@@ -44,6 +45,10 @@ class ServiceIn(WireRequest):
     refresh_token_duration: Duration | None = None
     dpop_nonce_required: bool | None = None
     dpop_nonce_duration: Duration | None = None
+    # The service's JWK set, as a JSON string (Authlete's `jwks`), with its private keys;
+    # "" removes it. Checked on write (app.services.keys.check); never shown back.
+    jwks: str | None = None
+    introspection_signature_key_id: str | None = Field(default=None, max_length=255)
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(
@@ -63,6 +68,8 @@ class ServiceIn(WireRequest):
             refresh_token_duration=self.refresh_token_duration,
             dpop_nonce_required=self.dpop_nonce_required,
             dpop_nonce_duration=self.dpop_nonce_duration,
+            jwks=self.jwks,
+            introspection_signature_key_id=self.introspection_signature_key_id,
         )
 
 
@@ -88,6 +95,9 @@ class ServiceOut(WireResponse):
     refresh_token_duration: int
     dpop_nonce_required: bool
     dpop_nonce_duration: int  # 0: not set (nonces then live 300 s)
+    # The public keys of the service's JWK set only (app.services.keys.public_text).
+    jwks: str | None = None
+    introspection_signature_key_id: str | None = None
     created_at: int
     modified_at: int
 
@@ -110,9 +120,17 @@ class ServiceOut(WireResponse):
             refresh_token_duration=row.refresh_token_duration,
             dpop_nonce_required=bool(row.dpop_nonce_required),
             dpop_nonce_duration=row.dpop_nonce_duration or 0,
+            jwks=keys.public_text(row.jwks),
+            introspection_signature_key_id=row.introspection_signature_key_id,
             created_at=row.created_at,
             modified_at=row.modified_at,
         )
+
+
+class JwksOut(BaseModel):
+    """A JWK set (RFC 7517 section 5): the service's public keys."""
+
+    keys: list[dict[str, Any]]
 
 
 class ServiceListOut(PageEnvelope):

@@ -12,7 +12,7 @@ from app.errors import InvalidValue, ResourceNotFound
 from app.kit.durations import duration_or
 from app.kit.hashing import secret_digest, service_token_key
 from app.kit.paging import check_range
-from app.services import repository
+from app.services import keys, repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
 
 # Authlete's defaults for a new service: one day, ten days.
@@ -39,6 +39,10 @@ class ServiceSpec:
     # DPoP nonces (RFC 9449 sections 8 and 9): None leaves them unset (create) or unchanged.
     dpop_nonce_required: bool | None = None
     dpop_nonce_duration: int | None = None
+    # The JWK set (JSON text) and the introspection key's id: None leaves them unchanged,
+    # "" removes them.
+    jwks: str | None = None
+    introspection_signature_key_id: str | None = None
 
 
 def new_api_key() -> int:
@@ -67,10 +71,24 @@ def _duration(value: int | None, default: int) -> int:
     return duration_or(value, default, error=InvalidValue)
 
 
+def _signing_keys(
+    spec: ServiceSpec, jwks: str | None, key_id: str | None
+) -> tuple[str | None, str | None]:
+    """The JWK set and introspection key id after the request, checked together
+    (keys.check: VALUE_INVALID)."""
+    if spec.jwks is not None:
+        jwks = spec.jwks or None
+    if spec.introspection_signature_key_id is not None:
+        key_id = spec.introspection_signature_key_id or None
+    keys.check(jwks, key_id)
+    return jwks, key_id
+
+
 def create(
     session: Session, *, spec: ServiceSpec, hash_key: bytes, now: int
 ) -> tuple[ServiceRow, str]:
     """Creates a service; returns it and its API secret, which is shown only this once."""
+    jwks, key_id = _signing_keys(spec, None, None)
     api_secret = secrets.token_urlsafe(32)
     row = ServiceRow(
         api_key=new_api_key(),
@@ -84,6 +102,8 @@ def create(
         dpop_nonce_required=bool(spec.dpop_nonce_required),
         # 0: not set; nonces then live DEFAULT_NONCE_DURATION (app.tokens.nonces).
         dpop_nonce_duration=_duration(spec.dpop_nonce_duration, 0),
+        jwks=jwks,
+        introspection_signature_key_id=key_id,
         created_at=now,
         modified_at=now,
     )
@@ -119,6 +139,9 @@ def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> Se
     if spec.dpop_nonce_required is not None:
         row.dpop_nonce_required = spec.dpop_nonce_required
     row.dpop_nonce_duration = _duration(spec.dpop_nonce_duration, row.dpop_nonce_duration or 0)
+    row.jwks, row.introspection_signature_key_id = _signing_keys(
+        spec, row.jwks, row.introspection_signature_key_id
+    )
     row.modified_at = now
     if spec.scopes is not None:
         repository.replace_scopes(session, row, _scope_rows(spec.scopes))

@@ -13,14 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from app.kit.durations import is_expired
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
-from app.tokens import binding
+from app.services import keys as service_keys
+from app.tokens import binding, jwt_introspection
 from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
+from app.tokens.jwt_introspection import JwtAsk
 from app.tokens.nonces import NonceClock, nonce_key
 from app.tokens.repository import FoundToken, TokenReads
 
@@ -336,34 +339,82 @@ def _step_up(found: Introspection, command: IntrospectionCommand, now: int) -> I
 
 # --- RFC 7662 ------------------------------------------------------------------------------
 
+# Members of the RFC 7662 answer that a token's properties never take: those of RFC 7662
+# section 2.2, the registered JWT claims (RFC 7519 section 4.1), `cnf` (RFC 8705, RFC 9449),
+# `authorization_details` (RFC 9396) and the user authentication's (RFC 9470).
+STANDARD_MEMBERS = frozenset({
+    "active", "scope", "client_id", "username", "token_type", "exp", "iat", "nbf", "sub",
+    "aud", "iss", "jti", "cnf", "authorization_details", "acr", "auth_time",
+})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StandardCommand:
+    """Authlete's standard introspection request, past the wire."""
+
+    parameters: str | None
+    with_hidden_properties: bool = False
+    rs_uri: str | None = None  # the resource server asking: a token for others is inactive
+    jwt: JwtAsk | None = None  # the RFC 9701 answer was asked for
+
 
 @dataclass(frozen=True, slots=True)
 class StandardIntrospection:
-    action: str  # OK or BAD_REQUEST
+    action: str  # OK, JWT, BAD_REQUEST or INTERNAL_SERVER_ERROR
     result_code: str
     message: str
     response_content: str
 
 
-def _rfc7662_error(message: str) -> StandardIntrospection:
+# The service's JWK set and its introspection key id (`services.repository`), read only
+# when a JWT is asked for.
+KeysRead = Callable[[], Awaitable[tuple[str | None, str | None]]]
+
+
+def _rfc7662_error(
+    message: str, code: str = "STANDARD_INTROSPECTION_INVALID"
+) -> StandardIntrospection:
     content = json.dumps({"error": "invalid_request", "error_description": message})
-    return StandardIntrospection("BAD_REQUEST", "STANDARD_INTROSPECTION_INVALID", message, content)
+    return StandardIntrospection("BAD_REQUEST", code, message, content)
+
+
+def _server_error(message: str) -> StandardIntrospection:
+    """The service cannot sign: its configuration, not the request, is at fault."""
+    content = json.dumps({"error": "server_error", "error_description": message})
+    return StandardIntrospection(
+        "INTERNAL_SERVER_ERROR", "STANDARD_INTROSPECTION_NO_SIGNING_KEY", message, content
+    )
 
 
 async def standard_introspect(
-    reads: TokenReads, *, service_api_key: int, parameters: str | None, hash_key: bytes, now: int
+    reads: TokenReads,
+    *,
+    service_api_key: int,
+    command: StandardCommand,
+    hash_key: bytes,
+    now: int,
+    keys: KeysRead | None = None,
+    issuer: str = "",
 ) -> StandardIntrospection:
     """RFC 7662 section 2: an unknown, expired or foreign token is just `{"active": false}`.
     The token is looked up as an access token and as a refresh token in one statement; the
-    hint only orders the answers."""
+    hint only orders the answers. The JWT of RFC 9701, when asked for, costs one more read
+    (the service's keys), before the token's."""
     try:
-        fields = parse_qsl(parameters or "", keep_blank_values=True, strict_parsing=False)
+        fields = parse_qsl(command.parameters or "", keep_blank_values=True, strict_parsing=False)
     except ValueError:
         return _rfc7662_error("The parameters are not application/x-www-form-urlencoded.")
     tokens = [value for key, value in fields if key == "token"]
     if len(tokens) != 1 or not tokens[0]:
         return _rfc7662_error("Send exactly one token parameter (RFC 7662 section 2.1).")
     hint = dict(fields).get("token_type_hint")
+
+    signer = None
+    if command.jwt is not None:
+        found_signer = await _signer(command.jwt, keys)
+        if isinstance(found_signer, StandardIntrospection):
+            return found_signer
+        signer = found_signer
 
     hash_ = token_hash(tokens[0])
     found = await reads.find(
@@ -374,16 +425,42 @@ async def standard_introspect(
     refresh_first = hint == "refresh_token"
     content: dict[str, Any] = {"active": False}
     for token in sorted(found, key=lambda t: t.matched_refresh != refresh_first):
-        claims = _active_claims(token, now)
+        claims = _active_claims(token, now, command)
         if claims is not None:
             content = claims
             break
+    if signer is None or command.jwt is None:
+        return StandardIntrospection(
+            "OK", "STANDARD_INTROSPECTION_OK", "Introspected.", json.dumps(content)
+        )
+    audience = command.jwt.rs_uri or ""  # never empty: `refusal` requires it
+    jwt = jwt_introspection.sign(content, signer=signer, issuer=issuer, audience=audience, now=now)
     return StandardIntrospection(
-        "OK", "STANDARD_INTROSPECTION_OK", "Introspected.", json.dumps(content)
+        "JWT", "STANDARD_INTROSPECTION_JWT", "Introspected, as a signed JWT (RFC 9701).", jwt
     )
 
 
-def _active_claims(token: FoundToken, now: int) -> dict[str, Any] | None:
+async def _signer(
+    ask: JwtAsk, keys: KeysRead | None
+) -> service_keys.SigningKey | StandardIntrospection:
+    """The key that signs the JWT asked for, or the answer that says why there is none."""
+    problem = jwt_introspection.refusal(ask)
+    if problem is not None:
+        return _rfc7662_error(problem, "STANDARD_INTROSPECTION_JWT_UNSUPPORTED")
+    if keys is None:
+        return _server_error("The service's keys cannot be read here.")
+    jwks, key_id = await keys()
+    if jwks is None:
+        return _server_error("The service has no JWK set (jwks) to sign the response with.")
+    try:
+        return service_keys.signing_key(
+            service_keys.parse(jwks), key_id=key_id, algorithm=ask.sign_alg
+        )
+    except (service_keys.KeySetError, service_keys.NoSigningKey) as error:
+        return _server_error(str(error))
+
+
+def _active_claims(token: FoundToken, now: int, command: StandardCommand) -> dict[str, Any] | None:
     state = token.state
     if token.matched_refresh:
         if state.refresh_expires_at is None or is_expired(state.refresh_expires_at, now):
@@ -393,6 +470,9 @@ def _active_claims(token: FoundToken, now: int) -> dict[str, Any] | None:
         if not state.persistent and is_expired(state.access_expires_at, now):
             return None
         expires_at = None if state.persistent else state.access_expires_at
+    # Authlete: a token with audiences is inactive for a resource server not among them.
+    if command.rs_uri and state.resources and command.rs_uri not in state.resources:
+        return None
     claims: dict[str, Any] = {
         "active": True,
         "scope": " ".join(state.scopes),
@@ -403,14 +483,18 @@ def _active_claims(token: FoundToken, now: int) -> dict[str, Any] | None:
         claims["sub"] = token.subject
     if expires_at is not None:
         claims["exp"] = expires_at // 1000
+    if state.resources:
+        claims["aud"] = list(state.resources)  # RFC 7662 section 2.2, RFC 8707
     if not token.matched_refresh:
         claims["token_type"] = state.token_type
         # RFC 9449 section 6.2 and RFC 8705 section 3.2: the confirmation of the binding.
-        cnf = {}
-        if state.dpop_key_thumbprint:
-            cnf["jkt"] = state.dpop_key_thumbprint
-        if state.certificate_thumbprint:
-            cnf["x5t#S256"] = state.certificate_thumbprint
-        if cnf:
-            claims["cnf"] = cnf
+        cnf = {"jkt": state.dpop_key_thumbprint, "x5t#S256": state.certificate_thumbprint}
+        if any(cnf.values()):
+            claims["cnf"] = {name: value for name, value in cnf.items() if value}
+    # Authlete embeds the token's properties as members of their own; hidden ones only when
+    # asked. They never replace a standard member.
+    for prop in state.properties:
+        if prop.key in STANDARD_MEMBERS or (prop.hidden and not command.with_hidden_properties):
+            continue
+        claims[prop.key] = prop.value
     return claims
