@@ -24,6 +24,7 @@ from app.metrics import metrics_endpoint
 from app.openapi import document
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
+from app.tokens.authorizations_router import router as authorizations_router
 from app.tokens.router import hot_router, update_router
 from app.tokens.router import router as tokens_router
 from app.transactions import AsyncDatabase, open_database
@@ -54,6 +55,7 @@ def service_api() -> APIRouter:
     api = APIRouter()
     api.include_router(clients_router)
     api.include_router(tokens_router)
+    api.include_router(authorizations_router)
     return api
 
 

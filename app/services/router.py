@@ -157,3 +157,11 @@ async def update_own_service(
         service.update, api_key=caller.api_key, spec=body.spec(), now=context.now
     )
     return ServiceOut.of(row)
+
+
+@self_router.delete("/delete", status_code=204)
+async def delete_own_service(caller: ServiceDep, work: UnitOfWorkDep) -> Response:
+    """Authlete API v3: a service deletes itself, with its own credentials (Basic or
+    Bearer); its scopes, clients, tokens and access tokens go with it."""
+    await work.run_sync(service.delete, api_key=caller.api_key)
+    return Response(status_code=204)

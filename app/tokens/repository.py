@@ -48,7 +48,7 @@ from app.clients.models import ClientRow
 from app.services import repository as services
 from app.services.models import ServiceRow
 from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
-from app.tokens.rules import TokenState
+from app.tokens.rules import TokenState, TokenStatus
 from app.transactions import AsyncDatabase, ThreadedDatabase, UnitOfWork
 
 
@@ -108,6 +108,7 @@ class TokenWrites(Protocol):
         access_key: str | None,
         token_id: str | None,
         scope_names: Sequence[str] | None,
+        refresh_key: str | None = None,
     ) -> UpdateTarget | None: ...
 
     async def save(
@@ -147,6 +148,8 @@ def _locked(name: ColumnElement[bool]) -> Select[Any]:
 
 _LOCKED_BY_ACCESS_KEY = _locked(_TOKENS.c.access_key == bindparam("name"))
 _LOCKED_BY_TOKEN_ID = _locked(_TOKENS.c.token_id == bindparam("name"))
+# By the refresh token's key (`hashing.refresh_lookup_key`): its unique index, as above.
+_LOCKED_BY_REFRESH_KEY = _locked(_TOKENS.c.refresh_key == bindparam("name"))
 _SAVED_COLUMNS = (*stored_columns(TokenState("", (), 0, False, None)), "access_key", "updated_at")
 _SAVE = (
     update(_TOKENS)
@@ -214,13 +217,15 @@ _REMEMBER_PROOF_PG = (
 
 
 def _lock_params(
-    service_api_key: int, access_key: str | None, token_id: str | None
+    service_api_key: int, access_key: str | None, token_id: str | None, refresh_key: str | None
 ) -> tuple[Select[Any], dict[str, Any]]:
     if access_key is not None:
         return _LOCKED_BY_ACCESS_KEY, {"service": service_api_key, "name": access_key}
+    if refresh_key is not None:
+        return _LOCKED_BY_REFRESH_KEY, {"service": service_api_key, "name": refresh_key}
     if token_id is not None:
         return _LOCKED_BY_TOKEN_ID, {"service": service_api_key, "name": token_id}
-    raise ValueError("name the token by access_key or token_id")
+    raise ValueError("name the token by access_key, refresh_key or token_id")
 
 
 def _save_params(
@@ -263,7 +268,9 @@ def _sql(statement: ClauseElement) -> str:
     return str(statement.compile(dialect=_DIALECT))
 
 
-_PG_LOCKED = {s: _sql(s) for s in (_LOCKED_BY_ACCESS_KEY, _LOCKED_BY_TOKEN_ID)}
+_PG_LOCKED = {
+    s: _sql(s) for s in (_LOCKED_BY_ACCESS_KEY, _LOCKED_BY_TOKEN_ID, _LOCKED_BY_REFRESH_KEY)
+}
 _PG_SAVE = _sql(_SAVE)
 _PG_INTROSPECTED = _sql(_INTROSPECTED)
 _PG_SCOPES_NAMED = _sql(services.SCOPES_NAMED_PG)
@@ -291,8 +298,9 @@ class PostgresTokens:
         access_key: str | None,
         token_id: str | None,
         scope_names: Sequence[str] | None,
+        refresh_key: str | None = None,
     ) -> UpdateTarget | None:
-        statement, params = _lock_params(service_api_key, access_key, token_id)
+        statement, params = _lock_params(service_api_key, access_key, token_id, refresh_key)
         token_cursor = self._connection.cursor(row_factory=namedtuple_row)
         # Pipeline mode: both statements (and the BEGIN before them) leave together.
         await token_cursor.execute(_PG_LOCKED[statement], params, prepare=True)
@@ -363,8 +371,9 @@ def load_for_update(
     access_key: str | None,
     token_id: str | None,
     scope_names: Sequence[str] | None,
+    refresh_key: str | None = None,
 ) -> UpdateTarget | None:
-    statement, params = _lock_params(service_api_key, access_key, token_id)
+    statement, params = _lock_params(service_api_key, access_key, token_id, refresh_key)
     row = session.execute(statement, params).first()
     if row is None:
         return None
@@ -399,10 +408,11 @@ class SessionTokens:
         access_key: str | None,
         token_id: str | None,
         scope_names: Sequence[str] | None,
+        refresh_key: str | None = None,
     ) -> UpdateTarget | None:
         return await self._work.run_sync(
             load_for_update, service_api_key, access_key=access_key, token_id=token_id,
-            scope_names=scope_names,
+            scope_names=scope_names, refresh_key=refresh_key,
         )  # fmt: skip
 
     async def save(
@@ -464,9 +474,20 @@ def alive(now: int) -> ColumnElement[bool]:
 
 
 def _listing(
-    service_api_key: int, client_id: int | None, subject: str | None, now: int
+    service_api_key: int,
+    client_id: int | None,
+    subject: str | None,
+    now: int,
+    status: TokenStatus = TokenStatus.VALID,
 ) -> list[ColumnElement[bool]]:
-    conditions = [TokenRow.service_api_key == service_api_key, alive(now)]
+    """The conditions of a list. The service, client and subject select through an index
+    (ix_tokens_service_created, ix_tokens_client_created, ix_tokens_service_subject); the
+    status is a filter on the rows found there."""
+    conditions = [TokenRow.service_api_key == service_api_key]
+    if status is TokenStatus.VALID:
+        conditions.append(alive(now))
+    elif status is TokenStatus.INVALID:
+        conditions.append(not_(alive(now)))
     if client_id is not None:
         conditions.append(TokenRow.client_id == client_id)
     if subject is not None:
@@ -483,10 +504,11 @@ def page(
     now: int,
     offset: int,
     limit: int,
+    status: TokenStatus = TokenStatus.VALID,
 ) -> Sequence[TokenRow]:
     statement = (
         select(TokenRow)
-        .where(*_listing(service_api_key, client_id, subject, now))
+        .where(*_listing(service_api_key, client_id, subject, now, status))
         .order_by(TokenRow.created_at, TokenRow.id)
         .offset(offset)
         .limit(limit)
@@ -501,8 +523,11 @@ def count(
     client_id: int | None,
     subject: str | None,
     now: int,
+    status: TokenStatus = TokenStatus.VALID,
 ) -> int:
-    statement = select(func.count()).where(*_listing(service_api_key, client_id, subject, now))
+    statement = select(func.count()).where(
+        *_listing(service_api_key, client_id, subject, now, status)
+    )
     return session.scalar(statement) or 0
 
 
@@ -598,3 +623,81 @@ def forget_proofs_batch(session: Session, *, now: int, limit: int) -> int:
         return 0
     result = session.execute(delete(DpopProofRow).where(DpopProofRow.key.in_(keys)))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- Connected apps: a subject's tokens, per client ------------------------------------------
+
+
+def _of_subject(service_api_key: int, subject: str, now: int) -> list[ColumnElement[bool]]:
+    # Selected through ix_tokens_service_subject (service, subject, created_at).
+    return [TokenRow.service_api_key == service_api_key, TokenRow.subject == subject, alive(now)]
+
+
+def clients_of_subject(
+    session: Session, service_api_key: int, *, subject: str, now: int, offset: int, limit: int
+) -> Sequence[ClientRow]:
+    """The clients the subject holds live tokens of, in the order clients are listed."""
+    holders = select(TokenRow.client_id).where(*_of_subject(service_api_key, subject, now))
+    statement = (
+        select(ClientRow)
+        .where(ClientRow.service_api_key == service_api_key, ClientRow.client_id.in_(holders))
+        .order_by(ClientRow.created_at, ClientRow.client_id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return session.scalars(statement).all()
+
+
+def count_clients_of_subject(
+    session: Session, service_api_key: int, *, subject: str, now: int
+) -> int:
+    statement = select(func.count(TokenRow.client_id.distinct())).where(
+        *_of_subject(service_api_key, subject, now)
+    )
+    return session.scalar(statement) or 0
+
+
+def _of_authorization(
+    service_api_key: int, client_id: int, subject: str, now: int
+) -> list[ColumnElement[bool]]:
+    return [*_of_subject(service_api_key, subject, now), TokenRow.client_id == client_id]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedToken:
+    scopes: tuple[str, ...]
+    updated_at: int
+
+
+def granted(
+    session: Session, service_api_key: int, *, client_id: int, subject: str, now: int
+) -> list[GrantedToken]:
+    """The scopes of the subject's live tokens of the client, oldest token first."""
+    statement = (
+        select(TokenRow.scopes, TokenRow.updated_at)
+        .where(*_of_authorization(service_api_key, client_id, subject, now))
+        .order_by(TokenRow.created_at, TokenRow.id)
+    )
+    rows = session.execute(statement)
+    return [GrantedToken(tuple(scopes), updated_at) for scopes, updated_at in rows]
+
+
+def replace_scopes(
+    session: Session,
+    service_api_key: int,
+    *,
+    client_id: int,
+    subject: str,
+    scopes: Sequence[str],
+    now: int,
+) -> int:
+    """Gives every live token of the subject and the client these scopes, in one statement
+    (each row under its own row lock, so a concurrent update of one of the tokens runs
+    before or after, never in between). Answers how many tokens changed."""
+    statement = (
+        update(TokenRow)
+        .where(*_of_authorization(service_api_key, client_id, subject, now))
+        .values(scopes=list(scopes), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ from app.http import (
 from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
-from app.tokens.rules import response_expires_at
+from app.tokens.rules import TokenStatus, response_expires_at
 from app.tokens.schemas import (
     FORM_JSON_ONLY,
     AccessTokenOut,
@@ -90,6 +90,8 @@ async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) ->
         access_token_hash=body.access_token_hash,
         token_id=body.token_id,
         changes=body.changes(),
+        refresh_token=body.refresh_token,
+        refresh_token_hash=body.refresh_token_hash,
     )
     try:
         async with repository.writes(context.database) as writes:
@@ -194,6 +196,7 @@ async def list_tokens(
     subject: Annotated[str | None, Query(max_length=255)] = None,
     start: PageStart = 0,
     end: PageEnd = 5,
+    token_status: Annotated[TokenStatus, Query(alias="tokenStatus")] = TokenStatus.VALID,
 ) -> TokenListOut:
     found = await work.run_sync(
         service.page,
@@ -203,10 +206,12 @@ async def list_tokens(
         start=start,
         end=end,
         now=context.now,
+        status=token_status,
     )
+    rows = found.rows
     return TokenListOut(
         result_code="TOKEN_LIST_OK",
-        result_message=f"{len(found.rows)} of {found.total} tokens.",
+        result_message=f"{len(rows or ())} of {found.total} tokens.",
         start=start,
         end=end,
         client=None
@@ -214,7 +219,7 @@ async def list_tokens(
         else ClientOut.of(found.client).model_dump(by_alias=True, exclude_none=True),
         subject=subject,
         total_count=found.total,
-        access_tokens=[_listed(row) for row in found.rows],
+        access_tokens=None if rows is None else [_listed(row) for row in rows],
     )
 
 

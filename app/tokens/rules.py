@@ -43,7 +43,18 @@ class Lookup(Enum):
 
     VALUE = "accessToken"
     HASH = "accessTokenHash"
+    REFRESH_VALUE = "refreshToken"
+    REFRESH_HASH = "refreshTokenHash"
     TOKEN_ID = "tokenId"  # noqa: S105 - a field name
+
+    @property
+    def by_refresh_token(self) -> bool:
+        return self in (Lookup.REFRESH_VALUE, Lookup.REFRESH_HASH)
+
+    @property
+    def by_value(self) -> bool:
+        """The text is a token value, to hash before lookup (not a hash, not an id)."""
+        return self in (Lookup.VALUE, Lookup.REFRESH_VALUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,21 +215,48 @@ class Decision:
 
 
 def choose_identifier(
-    *, access_token: str | None, access_token_hash: str | None, token_id: str | None
+    *,
+    access_token: str | None,
+    access_token_hash: str | None,
+    token_id: str | None,
+    refresh_token: str | None = None,
+    refresh_token_hash: str | None = None,
 ) -> Identifier:
-    """`accessToken` if present, else `accessTokenHash`, else `tokenId`. An empty string
-    counts as absent: a form field left blank names nothing."""
+    """The first non-empty one of `accessToken`, `accessTokenHash`, `refreshToken`,
+    `refreshTokenHash` and `tokenId`. An empty string counts as absent: a form field left
+    blank names nothing."""
     if access_token:
         return Identifier(Lookup.VALUE, access_token)
     if access_token_hash:
-        if not is_sha256_b64url(access_token_hash):
-            raise BadRequestAction(
-                "accessTokenHash must be base64url(SHA-256(token)) without padding (43 characters)."
-            )
+        _check_hash("accessTokenHash", access_token_hash)
         return Identifier(Lookup.HASH, access_token_hash)
+    if refresh_token:
+        return Identifier(Lookup.REFRESH_VALUE, refresh_token)
+    if refresh_token_hash:
+        _check_hash("refreshTokenHash", refresh_token_hash)
+        return Identifier(Lookup.REFRESH_HASH, refresh_token_hash)
     if token_id:
         return Identifier(Lookup.TOKEN_ID, token_id)
-    raise BadRequestAction("Name the token with accessToken, accessTokenHash or tokenId.")
+    raise BadRequestAction(
+        "Name the token with accessToken, accessTokenHash, refreshToken, refreshTokenHash "
+        "or tokenId."
+    )
+
+
+def _check_hash(name: str, text: str) -> None:
+    # A hash that no SHA-256 digest can have names no token: a bad request, not NOT_FOUND.
+    if not is_sha256_b64url(text):
+        raise BadRequestAction(
+            f"{name} must be base64url(SHA-256(token)) without padding (43 characters)."
+        )
+
+
+class TokenStatus(Enum):
+    """Which tokens a list shows (Authlete's `TokenStatus`, java-common 3.96)."""
+
+    VALID = "VALID"  # alive: `is_alive`
+    INVALID = "INVALID"  # access and refresh tokens both expired, not yet purged
+    ALL = "ALL"
 
 
 def is_alive(state: TokenState, now: int) -> bool:
@@ -260,6 +298,29 @@ def filter_scopes(requested: Sequence[str], policy: ScopePolicy) -> tuple[str, .
             continue
         kept.setdefault(scope)
     return tuple(kept)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantedScopes:
+    """What a subject granted a client, as its live tokens tell (docs/decisions.md)."""
+
+    latest: tuple[str, ...] | None  # the newest token's scopes; None: no live token
+    merged: tuple[str, ...] | None  # every scope of any live token, in order of appearance
+    modified_at: int  # the last change of any of those tokens (ms), 0 without one
+
+
+def granted_scopes(tokens: Sequence[tuple[Sequence[str], int]]) -> GrantedScopes:
+    """From the live tokens' (scopes, updated_at), oldest token first."""
+    if not tokens:
+        return GrantedScopes(None, None, 0)
+    merged: dict[str, None] = {}
+    for scopes, _ in tokens:
+        merged.update(dict.fromkeys(scopes))
+    return GrantedScopes(
+        latest=tuple(tokens[-1][0]),
+        merged=tuple(merged),
+        modified_at=max(updated_at for _, updated_at in tokens),
+    )
 
 
 def smallest_duration(scopes: Iterable[str], policy: ScopePolicy, *, refresh: bool) -> int | None:

@@ -118,6 +118,9 @@ class TokenUpdateIn(WireRequest):
 
     access_token: str | None = None
     access_token_hash: Sha256 | None = None
+    # Not in Authlete's specs (docs/decisions.md): the token named by its refresh token.
+    refresh_token: str | None = None
+    refresh_token_hash: Sha256 | None = None
     token_id: str | None = None
     access_token_expires_at: Timestamp | None = None
     refresh_token_expires_at: Timestamp | None = None
@@ -352,7 +355,7 @@ class AccessTokenOut(WireResponse):
 class TokenListOut(PageEnvelope):
     client: dict[str, Any] | None = None
     subject: str | None = None
-    access_tokens: list[AccessTokenOut]
+    access_tokens: list[AccessTokenOut] | None = None  # None: `end - start <= 0`
 
 
 # --- Introspection -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from app.kit.hashing import (
     refresh_lookup_key,
     token_hash,
 )
-from app.kit.paging import check_range
+from app.kit.paging import page_size
 from app.services import repository as services
 from app.tokens import repository
 from app.tokens.models import TokenRow
@@ -41,6 +41,7 @@ from app.tokens.rules import (
     Lookup,
     ScopePolicy,
     TokenState,
+    TokenStatus,
     UpdateRequest,
     apply_update,
     check_issue_request,
@@ -70,6 +71,8 @@ class UpdateCommand:
     access_token_hash: str | None
     token_id: str | None
     changes: UpdateRequest
+    refresh_token: str | None = None
+    refresh_token_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +129,26 @@ async def update(
     identifier = choose_identifier(
         access_token=command.access_token,
         access_token_hash=command.access_token_hash,
+        refresh_token=command.refresh_token,
+        refresh_token_hash=command.refresh_token_hash,
         token_id=command.token_id,
     )
-    access_key = None
-    if identifier.kind is not Lookup.TOKEN_ID:
-        hash_ = token_hash(identifier.text) if identifier.kind is Lookup.VALUE else identifier.text
-        access_key = lookup_key(service_api_key, hash_, hash_key)
+    access_key = refresh_key = token_id = None
+    if identifier.kind is Lookup.TOKEN_ID:
+        token_id = identifier.text
+    else:
+        hash_ = token_hash(identifier.text) if identifier.kind.by_value else identifier.text
+        if identifier.kind.by_refresh_token:
+            refresh_key = refresh_lookup_key(service_api_key, hash_, hash_key)
+        else:
+            access_key = lookup_key(service_api_key, hash_, hash_key)
     changes = command.changes
     target = await writes.load_for_update(
         service_api_key,
         access_key=access_key,
-        token_id=identifier.text if identifier.kind is Lookup.TOKEN_ID else None,
+        token_id=token_id,
         scope_names=changes.scopes,
+        refresh_key=refresh_key,
     )
     if target is None or not is_alive(target.token.state, now):
         raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
@@ -152,6 +163,8 @@ async def update(
         stored_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
     await writes.save(token, decision.state, access_key=stored_key, now=now)
     log.info("token updated token_id=%s regenerated=%s", token.token_id, bool(decision.new_value))
+    # The access token's value is shown when the caller sent it or it was just made; named
+    # by anything else (a hash, the refresh token, tokenId) it is not known here.
     shown = decision.new_value or (identifier.text if identifier.kind is Lookup.VALUE else None)
     return UpdateResult(decision.state, token.token_id, shown)
 
@@ -214,7 +227,7 @@ def create(
 
 @dataclass(frozen=True, slots=True)
 class TokenPage:
-    rows: Sequence[TokenRow]
+    rows: Sequence[TokenRow] | None  # None: `end - start <= 0` asked for the count only
     total: int
     client: ClientRow | None
 
@@ -228,27 +241,25 @@ def page(
     start: int,
     end: int,
     now: int,
+    status: TokenStatus = TokenStatus.VALID,
 ) -> TokenPage:
-    check_range(start, end)
+    limit = page_size(start, end)
     client = None
     if client_identifier:
         client = clients.get_by_identifier(session, service_api_key, client_identifier)
         if client is None:
             # An unknown client has no tokens; answering with an empty page tells nothing
             # about other services' clients.
-            return TokenPage([], 0, None)
+            return TokenPage([] if limit else None, 0, None)
     client_id = client.client_id if client else None
-    rows = repository.page(
-        session,
-        service_api_key,
-        client_id=client_id,
-        subject=subject,
-        now=now,
-        offset=start,
-        limit=end - start,
-    )
+    rows = None
+    if limit:
+        rows = repository.page(
+            session, service_api_key, client_id=client_id, subject=subject, now=now,
+            offset=start, limit=limit, status=status,
+        )  # fmt: skip
     total = repository.count(
-        session, service_api_key, client_id=client_id, subject=subject, now=now
+        session, service_api_key, client_id=client_id, subject=subject, now=now, status=status
     )
     return TokenPage(rows, total, client)
 

@@ -52,6 +52,11 @@ def basic(key: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
 
+# A service deleting itself: fuzzed with a service of its own, so that the first call's
+# success leaves the other operations their caller (later calls of it are 401).
+SELF_DELETE = "/api/{serviceId}/service/delete"
+
+
 @dataclass(frozen=True)
 class Callers:
     """Real credentials, so that generated calls get past authentication: the operator's
@@ -60,8 +65,12 @@ class Callers:
     api_key: int
     operator: dict[str, str]
     service: dict[str, str]
+    disposable_api_key: int
+    disposable: dict[str, str]
 
     def headers(self, path: str) -> dict[str, str]:
+        if path == SELF_DELETE:
+            return self.disposable
         return self.operator if path.startswith("/api/service/") else self.service
 
 
@@ -83,10 +92,20 @@ def callers(settings: Settings, engine: Engine) -> Callers:
             session, service_api_key=service.api_key,
             spec=ClientSpec("c", None, None, None, None), now=1_800_000_000_000,
         )  # fmt: skip
+        api_key = service.api_key  # read before the next create expires it
+        disposable, disposable_secret = services.create(
+            session,
+            spec=ServiceSpec("deleted by the fuzz", None, None, None, None),
+            hash_key=settings.hash_key,
+            now=1_800_000_000_000,
+        )
+        disposable_api_key = disposable.api_key  # read before the session closes
     return Callers(
-        api_key=service.api_key,
+        api_key=api_key,
         operator={"Authorization": basic(*OPERATOR)},
-        service={"Authorization": basic(str(service.api_key), secret)},
+        service={"Authorization": basic(str(api_key), secret)},
+        disposable_api_key=disposable_api_key,
+        disposable={"Authorization": basic(str(disposable_api_key), disposable_secret)},
     )
 
 
@@ -96,6 +115,8 @@ Operation = APIOperation[Any, Any, Any, Any]
 def fixed_path(operation: Operation, callers: Callers) -> dict[str, Any]:
     """The v3 paths name the caller's own service; any other serviceId is refused (401)."""
     names = {parameter.name for parameter in operation.path_parameters}
+    if operation.path == SELF_DELETE:
+        return {"serviceId": callers.disposable_api_key}
     return {"serviceId": callers.api_key} if "serviceId" in names else {}
 
 

@@ -65,25 +65,54 @@ def update(
         ({"access_token": "v", "access_token_hash": THUMB, "token_id": "t"}, (Lookup.VALUE, "v")),
         ({"access_token": None, "access_token_hash": THUMB, "token_id": "t"}, (Lookup.HASH, THUMB)),
         ({"access_token": "", "access_token_hash": None, "token_id": "t"}, (Lookup.TOKEN_ID, "t")),
+        (
+            {"access_token_hash": THUMB, "refresh_token": "r", "refresh_token_hash": THUMB},
+            (Lookup.HASH, THUMB),
+        ),
+        (
+            {"refresh_token": "r", "refresh_token_hash": THUMB, "token_id": "t"},
+            (Lookup.REFRESH_VALUE, "r"),
+        ),
+        (
+            {"refresh_token": "", "refresh_token_hash": THUMB, "token_id": "t"},
+            (Lookup.REFRESH_HASH, THUMB),
+        ),
     ],
-    ids=["value wins over hash and id", "hash wins over id", "empty value counts as absent"],
+    ids=[
+        "value wins over hash and id",
+        "hash wins over id",
+        "empty value counts as absent",
+        "access token hash wins over the refresh token",
+        "refresh token wins over its hash and id",
+        "refresh token hash wins over id",
+    ],
 )
 def test_the_token_is_named_by_value_then_hash_then_token_id(
     given: dict[str, str | None], expected: tuple[Lookup, str]
 ) -> None:
-    identifier = choose_identifier(**given)
+    names: dict[str, str | None] = {"access_token": None, "access_token_hash": None,
+                                    "token_id": None}  # fmt: skip
+    names.update(given)
+    identifier = choose_identifier(**names)
     assert (identifier.kind, identifier.text) == expected
 
 
 def test_a_request_naming_no_token_is_a_bad_request() -> None:
-    with pytest.raises(BadRequestAction, match="accessToken, accessTokenHash or tokenId"):
-        choose_identifier(access_token=None, access_token_hash="", token_id=None)
+    with pytest.raises(BadRequestAction, match="refreshTokenHash or tokenId"):
+        choose_identifier(
+            access_token=None, access_token_hash="", token_id=None, refresh_token="",
+            refresh_token_hash=None,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("bad_hash", ["abc", THUMB + "A", THUMB[:-1] + "B", THUMB[:-1] + "="])
-def test_a_malformed_hash_is_a_bad_request(bad_hash: str) -> None:
-    with pytest.raises(BadRequestAction, match="accessTokenHash"):
-        choose_identifier(access_token=None, access_token_hash=bad_hash, token_id=None)
+@pytest.mark.parametrize("field", ["access_token_hash", "refresh_token_hash"])
+def test_a_malformed_hash_is_a_bad_request(field: str, bad_hash: str) -> None:
+    names: dict[str, str | None] = {"access_token": None, "access_token_hash": None,
+                                    "token_id": None, field: bad_hash}  # fmt: skip
+    wire_name = "accessTokenHash" if field == "access_token_hash" else "refreshTokenHash"
+    with pytest.raises(BadRequestAction, match=wire_name):
+        choose_identifier(**names)
 
 
 @pytest.mark.parametrize(
