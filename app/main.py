@@ -25,6 +25,7 @@ from app.openapi import document
 from app.services.router import router as services_router
 from app.services.router import self_router as services_self_router
 from app.tokens.authorizations_router import router as authorizations_router
+from app.tokens.revocation_router import router as revocation_router
 from app.tokens.router import hot_router, update_router
 from app.tokens.router import router as tokens_router
 from app.transactions import AsyncDatabase, open_database
@@ -55,6 +56,7 @@ def service_api() -> APIRouter:
     api = APIRouter()
     api.include_router(clients_router)
     api.include_router(tokens_router)
+    api.include_router(revocation_router)
     api.include_router(authorizations_router)
     return api
 

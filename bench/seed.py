@@ -51,8 +51,9 @@ def seed(engine: Engine, *, tokens: int, hash_key: bytes, sample_size: int = 20_
             session,
             service_api_key=service.api_key,
             spec=ClientSpec("bench", None, None, None, None),
+            hash_key=hash_key,
             now=now,
-        )
+        ).row
         api_key, client_id = service.api_key, client.client_id
 
     sample: list[str] = []

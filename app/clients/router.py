@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from app.auth import ServiceDep
 from app.clients import service
-from app.clients.schemas import ClientIn, ClientListOut, ClientOut
+from app.clients.schemas import ClientIn, ClientListOut, ClientOut, ClientSecretIn, ClientSecretOut
 from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
 from app.transactions import UnitOfWorkDep
 
 router = APIRouter(tags=["clients"])
 ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
+SecretBody = Annotated[ClientSecretIn, Depends(json_body(ClientSecretIn))]
+# Authlete's `clientIdentifier`: the client ID or its alias.
+ClientIdentifier = Annotated[str, Path(alias="clientIdentifier", min_length=1, max_length=255)]
 
 
 @router.post(
@@ -25,13 +28,14 @@ ClientBody = Annotated[ClientIn, Depends(json_body(ClientIn))]
 async def create_client(
     context: ContextDep, caller: ServiceDep, body: ClientBody, work: UnitOfWorkDep
 ) -> ClientOut:
-    row = await work.run_sync(
+    saved = await work.run_sync(
         service.create,
         service_api_key=caller.api_key,
         spec=body.spec(),
+        hash_key=context.hash_key,
         now=context.now,
     )
-    return ClientOut.of(row)
+    return ClientOut.saved(saved)
 
 
 @router.get("/client/get/list", response_model=ClientListOut, response_model_exclude_none=True)
@@ -70,17 +74,57 @@ async def update_client(
     body: ClientBody,
     work: UnitOfWorkDep,
 ) -> ClientOut:
-    row = await work.run_sync(
+    saved = await work.run_sync(
         service.update,
         service_api_key=caller.api_key,
         client_id=client_id,
         spec=body.spec(),
+        hash_key=context.hash_key,
         now=context.now,
     )
-    return ClientOut.of(row)
+    return ClientOut.saved(saved)
 
 
 @router.delete("/client/delete/{client_id}", status_code=204)
 async def delete_client(client_id: IdPath, caller: ServiceDep, work: UnitOfWorkDep) -> Response:
     await work.run_sync(service.delete, service_api_key=caller.api_key, client_id=client_id)
     return Response(status_code=204)
+
+
+@router.get("/client/secret/refresh/{clientIdentifier}", response_model=ClientSecretOut)
+async def refresh_client_secret(
+    identifier: ClientIdentifier,
+    context: ContextDep,
+    caller: ServiceDep,
+    work: UnitOfWorkDep,
+) -> ClientSecretOut:
+    """A new generated secret for a confidential client (Authlete's A148001)."""
+    secret = await work.run_sync(
+        service.set_secret, service_api_key=caller.api_key, identifier=identifier,
+        secret=None, hash_key=context.hash_key, now=context.now,
+    )  # fmt: skip
+    return ClientSecretOut(
+        result_code="CLIENT_SECRET_REFRESHED",
+        result_message="The client secret has been refreshed.",
+        new_client_secret=secret,
+    )
+
+
+@router.post("/client/secret/update/{clientIdentifier}", response_model=ClientSecretOut)
+async def update_client_secret(
+    identifier: ClientIdentifier,
+    context: ContextDep,
+    caller: ServiceDep,
+    body: SecretBody,
+    work: UnitOfWorkDep,
+) -> ClientSecretOut:
+    """The secret the caller chose for a confidential client (Authlete's A149001)."""
+    secret = await work.run_sync(
+        service.set_secret, service_api_key=caller.api_key, identifier=identifier,
+        secret=body.client_secret, hash_key=context.hash_key, now=context.now,
+    )  # fmt: skip
+    return ClientSecretOut(
+        result_code="CLIENT_SECRET_UPDATED",
+        result_message="The client secret has been updated.",
+        new_client_secret=secret,
+    )

@@ -32,6 +32,16 @@ def duration_or(
     return value if value is not None and value > 0 else default
 
 
+def client_duration(service_seconds: int, client_seconds: int | None) -> int:
+    """A token duration from the service's and its client's (Authlete's ClientExtension
+    `accessTokenDuration` / `refreshTokenDuration`): the client's is used only when it is
+    above 0 and below the service's, so a client can shorten its tokens, never lengthen
+    them."""
+    if client_seconds is not None and 0 < client_seconds < service_seconds:
+        return client_seconds
+    return service_seconds
+
+
 def expiry_after(now: int, seconds: int) -> int:
     return now + seconds * 1000
 

@@ -23,6 +23,7 @@ from app.errors import (
     ResourceNotFound,
     TokenNotFound,
 )
+from app.kit.durations import client_duration
 from app.kit.hashing import (
     VALUE_BYTES,
     encode_value,
@@ -195,8 +196,10 @@ def create(
     )
     issued = issue(
         command, policy, now=now, new_values=(new_value(), new_value()),
-        access_seconds=service.access_token_duration,
-        refresh_seconds=service.refresh_token_duration,
+        access_seconds=client_duration(service.access_token_duration, client.access_token_duration),
+        refresh_seconds=client_duration(
+            service.refresh_token_duration, client.refresh_token_duration
+        ),
     )  # fmt: skip
     row = TokenRow(
         token_id=new_token_id(),

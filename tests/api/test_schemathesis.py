@@ -90,7 +90,8 @@ def callers(settings: Settings, engine: Engine) -> Callers:
         )
         clients.create(
             session, service_api_key=service.api_key,
-            spec=ClientSpec("c", None, None, None, None), now=1_800_000_000_000,
+            spec=ClientSpec("c", None, None, None, None), hash_key=settings.hash_key,
+            now=1_800_000_000_000,
         )  # fmt: skip
         api_key = service.api_key  # read before the next create expires it
         disposable, disposable_secret = services.create(

@@ -85,10 +85,12 @@ def test_a_client_created_with_an_alias_a_concurrent_request_took_meanwhile_is_a
     def second() -> ClientRow:
         with sessions() as session:
             # Its check runs before the first commits, so only the constraint can refuse it.
-            return clients.create(session, service_api_key=api_key, spec=aliased(alias), now=NOW)
+            return clients.create(
+                session, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW
+            ).row
 
     with sessions() as first:
-        clients.create(first, service_api_key=api_key, spec=aliased(alias), now=NOW)
+        clients.create(first, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW)
         late = elsewhere(second)
         wait_until_one_waits_for_a_lock(engine, backend)
         first.commit()
@@ -108,11 +110,12 @@ def test_a_client_renamed_to_an_alias_a_concurrent_request_took_meanwhile_is_a_c
     def second() -> ClientRow:
         with sessions() as session:
             return clients.update(
-                session, service_api_key=api_key, client_id=client_id, spec=aliased(alias), now=NOW
-            )
+                session, service_api_key=api_key, client_id=client_id, spec=aliased(alias),
+                hash_key=KEY, now=NOW,
+            ).row  # fmt: skip
 
     with sessions() as first:
-        clients.create(first, service_api_key=api_key, spec=aliased(alias), now=NOW)
+        clients.create(first, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW)
         late = elsewhere(second)
         wait_until_one_waits_for_a_lock(engine, backend)
         first.commit()
@@ -125,8 +128,9 @@ def test_an_insert_the_alias_constraint_refuses_is_reported_as_the_alias_taken(
 ) -> None:
     api_key, client_id = tenant(session)
     taken = clients.update(
-        session, service_api_key=api_key, client_id=client_id, spec=aliased("taken"), now=NOW
-    )
+        session, service_api_key=api_key, client_id=client_id, spec=aliased("taken"),
+        hash_key=KEY, now=NOW,
+    ).row  # fmt: skip
     duplicate = ClientRow(
         client_id=taken.client_id + 1,
         service_api_key=api_key,

@@ -37,8 +37,8 @@ def seed(engine: Engine, rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
         )
         client = clients.create(
             session, service_api_key=service.api_key, spec=ClientSpec(None, None, None, None, None),
-            now=NOW,
-        )  # fmt: skip
+            hash_key=b"k" * 32, now=NOW,
+        ).row  # fmt: skip
         ids = []
         for index, fields in enumerate(rows):
             token_id = f"purge-{service.api_key}-{index}"

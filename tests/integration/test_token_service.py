@@ -46,8 +46,9 @@ def tenant(session: Session) -> tuple[int, int]:
         session,
         service_api_key=row.api_key,
         spec=ClientSpec(None, None, None, None, None),
+        hash_key=KEY,
         now=NOW,
-    )
+    ).row
     return row.api_key, client.client_id
 
 
