@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from app.auth import OperatorDep, ServiceDep
 from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
-from app.services import service
+from app.services import keys, repository, service
 from app.services.schemas import (
     AccessTokenCreateIn,
+    JwksOut,
     ServiceAccessTokenListOut,
     ServiceAccessTokenOut,
     ServiceIn,
@@ -157,6 +159,50 @@ async def update_own_service(
         service.update, api_key=caller.api_key, spec=body.spec(), now=context.now
     )
     return ServiceOut.of(row)
+
+
+# --- The service's public keys (GET /service/jwks/get) ---------------------------------------
+
+JWKS_RESPONSES: dict[int | str, dict[str, object]] = {
+    204: {"description": "The service has no JWK set."}
+}
+
+
+async def _jwks(api_key: int, work: UnitOfWorkDep, pretty: bool) -> Response:
+    """The service's JWK set, public keys only: `includePrivateKeys` is accepted and never
+    honoured (docs/decisions.md)."""
+    jwks, _ = await work.run_sync(repository.introspection_keys, api_key)
+    document = keys.public_set(jwks)
+    if document is None:
+        return Response(status_code=204)
+    text = json.dumps(document, indent=2 if pretty else None)
+    return Response(text, media_type="application/json")
+
+
+Pretty = Annotated[bool, Query()]
+IncludePrivateKeys = Annotated[
+    bool, Query(alias="includePrivateKeys", description="Accepted, never honoured.")
+]
+
+
+@router.get("/jwks/get", response_model=JwksOut, responses=JWKS_RESPONSES)
+async def get_jwks(
+    caller: ServiceDep,
+    work: UnitOfWorkDep,
+    pretty: Pretty = False,
+    include_private_keys: IncludePrivateKeys = False,
+) -> Response:
+    return await _jwks(caller.api_key, work, pretty)
+
+
+@self_router.get("/jwks/get", response_model=JwksOut, responses=JWKS_RESPONSES)
+async def get_own_jwks(
+    caller: ServiceDep,
+    work: UnitOfWorkDep,
+    pretty: Pretty = False,
+    include_private_keys: IncludePrivateKeys = False,
+) -> Response:
+    return await _jwks(caller.api_key, work, pretty)
 
 
 @self_router.delete("/delete", status_code=204)

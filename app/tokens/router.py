@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -24,6 +25,7 @@ from app.http import (
     json_response,
     media_type,
 )
+from app.services import repository as service_repository
 from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
 from app.tokens.models import TokenRow
@@ -302,9 +304,14 @@ async def introspect_token_standard(
     result = await introspection.standard_introspect(
         repository.reads(context.database),
         service_api_key=caller.api_key,
-        parameters=body.parameters,
+        command=body.command(),
         hash_key=context.hash_key,
         now=context.now,
+        # Called only when a JWT is asked for (RFC 9701): the JSON answer reads no more.
+        keys=functools.partial(
+            context.database.read, service_repository.introspection_keys, caller.api_key
+        ),
+        issuer=context.settings.issuer.replace("{serviceId}", str(caller.api_key)),
     )
     return json_response(
         StandardIntrospectionOut(

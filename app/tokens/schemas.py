@@ -9,7 +9,9 @@ from pydantic import ConfigDict, Field
 
 from app.errors import MalformedRequest
 from app.kit.durations import MAX_DURATION_SECONDS, MAX_TIMESTAMP_MS
-from app.tokens.introspection import Introspection, IntrospectionCommand
+from app.tokens import jwt_introspection
+from app.tokens.introspection import Introspection, IntrospectionCommand, StandardCommand
+from app.tokens.jwt_introspection import JwtAsk
 from app.tokens.rules import (
     MAX_VALUE_LENGTH,
     AuthzElement,
@@ -459,12 +461,37 @@ class IntrospectionOut(ActionEnvelope):
 
 
 class StandardIntrospectionIn(WireRequest):
-    """Authlete's `StandardIntrospectionRequest`: RFC 7662 parameters as a form string."""
+    """Authlete's `StandardIntrospectionRequest`: RFC 7662 parameters as a form string, and
+    what the resource server wants of the answer (a JWT, RFC 9701). The shared and public
+    keys of Authlete's request are ignored: HMAC signatures and encryption are refused."""
 
     parameters: str | None = None
+    with_hidden_properties: bool | None = None
+    rs_uri: str | None = Field(default=None, max_length=2048)
+    http_accept_header: str | None = Field(default=None, max_length=4096)
+    introspection_sign_alg: str | None = Field(default=None, max_length=64)
+    introspection_encryption_alg: str | None = Field(default=None, max_length=64)
+
+    def command(self) -> StandardCommand:
+        jwt = None
+        if jwt_introspection.wanted(self.http_accept_header):
+            jwt = JwtAsk(
+                rs_uri=self.rs_uri,
+                sign_alg=self.introspection_sign_alg,
+                encryption_alg=self.introspection_encryption_alg,
+            )
+        return StandardCommand(
+            parameters=self.parameters,
+            with_hidden_properties=bool(self.with_hidden_properties),
+            rs_uri=self.rs_uri,
+            jwt=jwt,
+        )
 
 
 class StandardIntrospectionOut(ActionEnvelope):
+    """`responseContent`: the RFC 7662 JSON (action OK), the signed JWT of RFC 9701
+    (action JWT), or an error object (BAD_REQUEST, INTERNAL_SERVER_ERROR)."""
+
     response_content: str
 
 
