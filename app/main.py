@@ -56,8 +56,8 @@ def service_api() -> APIRouter:
     api = APIRouter()
     api.include_router(clients_router)
     api.include_router(tokens_router)
-    api.include_router(revocation_router)
     api.include_router(authorizations_router)
+    api.include_router(revocation_router)
     return api
 
 
