@@ -1,6 +1,6 @@
 """Credentials: the operator's admin key and secret, and each service's API key and secret.
 
-Both travel as HTTP Basic (API.md, "Parties and credentials"). Secrets are compared in
+Both travel as HTTP Basic (docs/api.md, "Parties and credentials"). Secrets are compared in
 constant time (`hmac.compare_digest`), and a service's secret is stored only as a keyed
 digest. Service credentials are checked against the process's replica of them
 (app.credentials), without a database round trip. An unknown API key takes the same path

@@ -4,7 +4,7 @@ Pure on purpose (standard library only), so the update rules can raise these wit
 pulling in the web framework. The one handler that renders them lives in `app.http`.
 
 Business outcomes of the Authlete-style APIs travel as HTTP 200 with an `action`
-(API.md, "Response envelope"); everything else uses a real 4xx/5xx status.
+(docs/api.md, "Responses"); everything else uses a real 4xx/5xx status.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         app.include_router(hot_router, prefix=prefix)
     app.include_router(services_router)
     app.include_router(service_api(), prefix="/api")
-    # Authlete API v3 paths name the service; API.md serves them with the same routes.
+    # Authlete API v3 paths name the service; docs/api.md serves them with the same routes.
     app.include_router(service_api(), prefix=V3_PREFIX)
     app.include_router(services_self_router, prefix=V3_PREFIX)
 

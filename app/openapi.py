@@ -46,7 +46,7 @@ WITHOUT_DATABASE = frozenset({"/health"})
 
 SCHEMAS = "#/components/schemas/"
 
-# Unknown members of a request object are ignored (API.md), but their strings are checked
+# Unknown members of a request object are ignored (docs/api.md), but their strings are checked
 # for NUL all the same (`app.wire`).
 STORABLE_JSON: dict[str, Any] = {
     "description": "Any JSON value without NUL in its strings and member names.",

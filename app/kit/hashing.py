@@ -1,7 +1,7 @@
 """Token values, their hashes and thumbprints. Pure: the random bytes are passed in.
 
 - A token value is 256 random bits, base64url without padding (43 characters).
-- `accessTokenHash` is base64url(SHA-256(value)) without padding (API.md, "Data model").
+- `accessTokenHash` is base64url(SHA-256(value)) without padding (docs/api.md, "Data model").
 - At rest, the lookup key is HMAC-SHA-256(server secret, hash): a copy of the database
   neither reveals a usable token nor lets someone who can write to it plant a token,
   because computing a lookup key needs the server secret.

@@ -54,7 +54,7 @@ router = APIRouter(tags=["tokens"])
 # The hot path (update and both introspections), matched before every other route:
 # FastAPI tries routes in order.
 hot_router = APIRouter(tags=["tokens"])
-# The update is also served outside /api (Authlete's historical path, API.md).
+# The update is also served outside /api (Authlete's historical path, docs/api.md).
 update_router = APIRouter(tags=["tokens"])
 
 

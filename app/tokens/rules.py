@@ -7,7 +7,7 @@ fixed `now`. The service loads the token under a lock, calls `apply_update`, and
 what the returned `Decision` says.
 
 Every check runs before anything is decided, so an invalid field rejects the whole request
-and changes nothing (API.md: "Any invalid field value ... changes nothing").
+and changes nothing (docs/api.md, "The update rules").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from app.kit.durations import (
 )
 from app.kit.hashing import is_sha256_b64url, token_hash
 
-# The scope attributes that carry durations (API.md, "Data model": a decimal string of
+# The scope attributes that carry durations (docs/api.md, "Data model": a decimal string of
 # seconds; any other value is ignored).
 ACCESS_DURATION_ATTRIBUTE = "access_token.duration"
 REFRESH_DURATION_ATTRIBUTE = "refresh_token.duration"
@@ -630,5 +630,5 @@ def issue(
 
 
 def response_expires_at(state: TokenState) -> int:
-    """API.md: `accessTokenExpiresAt` is 0 for a persistent token."""
+    """docs/api.md: `accessTokenExpiresAt` is 0 for a persistent token."""
     return 0 if state.persistent else state.access_expires_at

@@ -37,7 +37,7 @@ from app.wire import (
 Strings = Annotated[list[str], Field(max_length=MAX_ITEMS)]
 
 # Constraints that the rules check once the body is parsed, answering with action
-# BAD_REQUEST (API.md): the schema documents them; the models do not enforce them, or a
+# BAD_REQUEST (docs/api.md): the schema documents them; the models do not enforce them, or a
 # value out of bounds would be HTTP 400 instead.
 Timestamp = Annotated[WireInt, Field(json_schema_extra={"maximum": MAX_TIMESTAMP_MS})]
 Duration = Annotated[WireInt, Field(json_schema_extra={"maximum": MAX_DURATION_SECONDS})]

@@ -1,4 +1,4 @@
-"""Bad input gets a precise answer and loses nothing (API.md, "Response envelope").
+"""Bad input gets a precise answer and loses nothing (docs/api.md, "Responses").
 
 Each case checks the HTTP status, the `action` where there is one, a readable message, and
 that the stored token row is exactly as it was.

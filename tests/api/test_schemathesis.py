@@ -39,7 +39,7 @@ EXAMPLES = int(os.environ.get("TOKENSTORE_SCHEMATHESIS_EXAMPLES", "15"))
 SEED = int(os.environ.get("TOKENSTORE_SCHEMATHESIS_SEED", "20261123"))
 # Not `negative_data_rejection`: a value that breaks a documented constraint which the rules
 # check (a thumbprint, a timestamp after 9999) is a business outcome, HTTP 200 with action
-# BAD_REQUEST (API.md), where that check wants a 4xx.
+# BAD_REQUEST (docs/api.md), where that check wants a 4xx.
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

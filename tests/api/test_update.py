@@ -1,4 +1,4 @@
-"""POST /auth/token/update end to end: each rule of API.md through HTTP, on both databases."""
+"""POST /auth/token/update end to end: each rule of docs/api.md through HTTP, on both databases."""
 
 from __future__ import annotations
 

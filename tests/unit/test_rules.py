@@ -1,4 +1,4 @@
-"""The update rules (API.md 1-11), table-driven, with an explicit `now` and no database."""
+"""The update rules (docs/api.md, rules 1 to 11), table-driven, with a fixed `now`, no database."""
 
 from __future__ import annotations
 
