@@ -185,18 +185,10 @@ IncludePrivateKeys = Annotated[
 ]
 
 
+# One handler, served at /api/service/jwks/get and (v3) /api/{serviceId}/service/jwks/get.
 @router.get("/jwks/get", response_model=JwksOut, responses=JWKS_RESPONSES)
-async def get_jwks(
-    caller: ServiceDep,
-    work: UnitOfWorkDep,
-    pretty: Pretty = False,
-    include_private_keys: IncludePrivateKeys = False,
-) -> Response:
-    return await _jwks(caller.api_key, work, pretty)
-
-
 @self_router.get("/jwks/get", response_model=JwksOut, responses=JWKS_RESPONSES)
-async def get_own_jwks(
+async def get_jwks(
     caller: ServiceDep,
     work: UnitOfWorkDep,
     pretty: Pretty = False,
