@@ -21,7 +21,9 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.credentials import CredentialReplica
 from app.errors import Unauthenticated
+from app.events.changes import Origin
 from app.kit.hashing import secret_digest, service_token_key
+from app.logs import request_id
 
 # Compared against when the API key is unknown, so that path does the same work.
 _UNKNOWN_DIGEST = "0" * 64
@@ -29,9 +31,21 @@ _UNKNOWN_DIGEST = "0" * 64
 
 @dataclass(frozen=True, slots=True)
 class ServiceCaller:
-    """The authorization server of one service, authenticated."""
+    """The authorization server of one service, authenticated, and what its changes are
+    recorded as (app.events): `service:<apiKey>`, or `service-token:<id>` when it came
+    with an API v3 service access token."""
 
     api_key: int
+    actor: str
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.actor, request_id.get())
+
+
+def operator_origin() -> Origin:
+    """What the operator's changes are recorded as."""
+    return Origin("operator", request_id.get())
 
 
 def basic_credentials(request: Request) -> tuple[str, str]:
@@ -90,7 +104,7 @@ async def require_service(request: Request) -> ServiceCaller:
     matches = hmac.compare_digest(given, stored or _UNKNOWN_DIGEST)
     if stored is None or not matches:
         raise Unauthenticated("The service credentials are wrong.")
-    return _for_path(request, api_key)
+    return _for_path(request, api_key, f"service:{api_key}")
 
 
 async def _bearer_service(request: Request, token: str) -> ServiceCaller:
@@ -98,18 +112,18 @@ async def _bearer_service(request: Request, token: str) -> ServiceCaller:
     if not token:
         raise Unauthenticated("The Bearer credential is empty.")
     key = service_token_key(token, settings_of(request).hash_key)
-    api_key = await replica_of(request).service_of_token(key)
-    if api_key is None:
+    owner = await replica_of(request).service_of_token(key)
+    if owner is None:
         raise Unauthenticated("The service access token is unknown or revoked.")
-    return _for_path(request, api_key)
+    return _for_path(request, owner.api_key, f"service-token:{owner.token_id}")
 
 
-def _for_path(request: Request, api_key: int) -> ServiceCaller:
+def _for_path(request: Request, api_key: int, actor: str) -> ServiceCaller:
     # The v3-style path names its service; credentials of another service do not fit.
     path_service = request.path_params.get("serviceId")
     if path_service is not None and str(path_service) != str(api_key):
         raise Unauthenticated(f"These credentials are not those of service {path_service}.")
-    return ServiceCaller(api_key)
+    return ServiceCaller(api_key, actor)
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]

@@ -51,12 +51,15 @@ def purge(settings: Settings, *, batch_size: int) -> None:
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         report = jobs.purge_expired(
-            make_sessionmaker(engine), now=system_clock(), batch_size=batch_size
-        )
+            make_sessionmaker(engine), now=system_clock(), batch_size=batch_size,
+            events_retention_days=settings.events_retention_days,
+            events_publishing=settings.events_nats_url is not None,
+        )  # fmt: skip
     finally:
         engine.dispose()
     print(  # noqa: T201 - the command's answer
-        f"removed {report.tokens} expired tokens and {report.proofs} DPoP replay records"
+        f"removed {report.tokens} expired tokens, {report.proofs} DPoP replay records and "
+        f"{report.events} events past their retention"
     )
 
 

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # The expired-token purge inside `serve`: every this many seconds (0: never).
     purge_interval_seconds: int = Field(default=0, ge=0)
     purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # The event log (app.events): how long the purge keeps events, the NATS server the
+    # relay publishes them to (None: no publishing; history and the poll feed stay on),
+    # and how often the relay looks for new events when no notification woke it.
+    events_retention_days: int = Field(default=90, ge=1, le=36_500)
+    events_nats_url: str | None = None
+    events_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     # Serves POST /bench/noop, the framework floor of bench/ (never in production).
     bench_endpoints: bool = False
 

@@ -82,11 +82,13 @@ class CredentialReplica:
             return digest
         return copy.credentials.digests.get(api_key)
 
-    async def service_of_token(self, token_key: str) -> int | None:
+    async def service_of_token(self, token_key: str) -> services.BearerOwner | None:
         copy = self._current()
         if copy is None:
-            api_key: int | None = await self.read(services.service_of_access_token, token_key)
-            return api_key
+            owner: services.BearerOwner | None = await self.read(
+                services.service_of_access_token, token_key
+            )
+            return owner
         return copy.credentials.bearer.get(token_key)
 
     def _current(self) -> _Copy | None:

@@ -18,6 +18,8 @@ from app.clock import Clock, system_clock
 from app.config import Settings
 from app.credentials import CredentialReplica
 from app.db import is_sqlite, make_engine, make_sessionmaker
+from app.events.relay import relay_for
+from app.events.router import router as events_router
 from app.filelock import FileLock
 from app.http import BodySizeLimit, StorableText, install_error_handlers
 from app.metrics import metrics_endpoint
@@ -28,7 +30,7 @@ from app.tokens.authorizations_router import router as authorizations_router
 from app.tokens.revocation_router import router as revocation_router
 from app.tokens.router import hot_router, update_router
 from app.tokens.router import router as tokens_router
-from app.transactions import AsyncDatabase, open_database
+from app.transactions import AsyncDatabase, ThreadedDatabase, open_database
 
 VERSION = "0.1.0"
 
@@ -58,6 +60,7 @@ def service_api() -> APIRouter:
     api.include_router(tokens_router)
     api.include_router(authorizations_router)
     api.include_router(revocation_router)
+    api.include_router(events_router)
     return api
 
 
@@ -85,6 +88,52 @@ def purge_turn_for(settings: Settings, engine: Engine) -> jobs.Turn:
     return FileLock(settings.data_dir / "purge.lock")
 
 
+@asynccontextmanager
+async def periodic_purge(settings: Settings, clock: Clock) -> AsyncIterator[None]:
+    """The purge inside `serve`, when configured: plain synchronous code in a thread, on an
+    engine of its own (one connection for the batches, one for PostgreSQL's advisory lock)."""
+    if settings.purge_interval_seconds <= 0:
+        yield
+        return
+    purge_engine = make_engine(settings.database_url, pool_size=2)
+    purge_turn = purge_turn_for(settings, purge_engine)
+    purge = asyncio.create_task(
+        jobs.purge_periodically(
+            make_sessionmaker(purge_engine),
+            clock=clock,
+            interval_seconds=settings.purge_interval_seconds,
+            batch_size=settings.purge_batch_size,
+            turn=purge_turn,
+            events_retention_days=settings.events_retention_days,
+            events_publishing=settings.events_nats_url is not None,
+        )
+    )
+    try:
+        yield
+    finally:
+        purge.cancel()
+        purge_engine.dispose()
+        purge_turn.close()
+
+
+@asynccontextmanager
+async def event_relay(
+    settings: Settings, clock: Clock, database: AsyncDatabase | ThreadedDatabase
+) -> AsyncIterator[None]:
+    """The event relay (app.events.relay), woken by the database after commits."""
+    relay = relay_for(
+        database, clock=clock, nats_url=settings.events_nats_url,
+        poll_seconds=settings.events_poll_seconds,
+    )  # fmt: skip
+    database.after_events = relay.wake
+    relay.start()
+    try:
+        yield
+    finally:
+        database.after_events = None
+        await relay.close()
+
+
 def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
     settings.check_production()
     database = open_database(
@@ -100,27 +149,9 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        purge = None
-        if settings.purge_interval_seconds > 0:
-            # The purge is plain synchronous code in a thread, on an engine of its own.
-            # One connection for the batches, one for PostgreSQL's advisory lock.
-            purge_engine = make_engine(settings.database_url, pool_size=2)
-            purge_turn = purge_turn_for(settings, purge_engine)
-            purge = asyncio.create_task(
-                jobs.purge_periodically(
-                    make_sessionmaker(purge_engine),
-                    clock=clock,
-                    interval_seconds=settings.purge_interval_seconds,
-                    batch_size=settings.purge_batch_size,
-                    turn=purge_turn,
-                )
-            )
-        tune_garbage_collector()
-        yield
-        if purge is not None:
-            purge.cancel()
-            purge_engine.dispose()
-            purge_turn.close()
+        async with periodic_purge(settings, clock), event_relay(settings, clock, database):
+            tune_garbage_collector()
+            yield
         await credentials.close()
         await database.dispose()
 

@@ -54,6 +54,20 @@ POOL_SIZE = Gauge(
     "Database connections the pool keeps (overflow excluded).",
     multiprocess_mode="livesum",
 )
+# The event relay (app.events.relay): only the process that relays sets the gauge.
+EVENTS_WAITING = Gauge(
+    "tokenstore_events_waiting",
+    "Token events committed and not yet relayed (no cursor position, or not yet published).",
+    multiprocess_mode="livemax",
+)
+EVENTS_PUBLISHED = Counter(
+    "tokenstore_events_published_total",
+    "Token events that NATS JetStream acknowledged.",
+)
+EVENTS_PUBLISH_FAILURES = Counter(
+    "tokenstore_events_publish_failures_total",
+    "Publishing rounds that stopped at a failure (the broker down or slow).",
+)
 
 
 _DIRECTORY = re.compile(r"tokenstore-metrics-(\d+)-\w+")

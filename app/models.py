@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import app.clients.models
+import app.events.models
 import app.services.models
 import app.tokens.models
 
-MODULES = (app.clients.models, app.services.models, app.tokens.models)
+MODULES = (app.clients.models, app.events.models, app.services.models, app.tokens.models)
 
 
 def load_all() -> None:

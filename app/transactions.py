@@ -85,6 +85,9 @@ from app.filelock import FileLock, LockTimeout
 IDLE = TransactionStatus.IDLE
 # The session's list of NOTIFY payloads its transaction sent (see `after_announcements`).
 ANNOUNCEMENTS = "tokenstore.credentials_changed"
+# The session's mark that its transaction appended token events (app.events.repository):
+# once it has committed, the database's `events_committed` wakes the event relay.
+EVENTS_WRITTEN = "tokenstore.events_written"
 P = ParamSpec("P")
 T = TypeVar("T")
 # How often a unit of work is run in all when PostgreSQL keeps rolling it back for a
@@ -191,6 +194,12 @@ class AsyncDatabase:
         # Awaited after a commit that announced changes (NOTIFY payloads), before the
         # answer goes out: app.credentials waits there for their delivery.
         self.after_announcements: Callable[[list[str]], Awaitable[None]] | None = None
+        # Called after a commit that appended token events: wakes the relay (app.events).
+        self.after_events: Callable[[], None] | None = None
+
+    def events_committed(self) -> None:
+        if self.after_events is not None:
+            self.after_events()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -198,6 +207,8 @@ class AsyncDatabase:
         try:
             yield RetriedWork(session)
             await session.commit()
+            if session.sync_session.info.pop(EVENTS_WRITTEN, False):
+                self.events_committed()
             announced = session.sync_session.info.pop(ANNOUNCEMENTS, None)
             if announced and self.after_announcements is not None:
                 await self.after_announcements(announced)
@@ -281,8 +292,10 @@ class RetriedWork:
                 if sqlstate(error) not in (DEADLOCK_DETECTED, SERIALIZATION_FAILURE):
                     raise
             await self._session.rollback()
-            # The failed attempt's announcements were never sent (app.services.repository).
+            # The failed attempt's announcements were never sent (app.services.repository),
+            # nor its events written.
             self._session.sync_session.info.pop(ANNOUNCEMENTS, None)
+            self._session.sync_session.info.pop(EVENTS_WRITTEN, None)
             await asyncio.sleep(random.uniform(0, RETRY_PAUSE_S * attempt))  # noqa: S311
         return await self._session.run_sync(fn, *args, **kwargs)
 
@@ -385,6 +398,12 @@ class ThreadedDatabase:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._writer = asyncio.Lock()
         self._between_processes = _lock_beside(url)
+        # Called after a commit that appended token events: wakes the relay (app.events).
+        self.after_events: Callable[[], None] | None = None
+
+    def events_committed(self) -> None:
+        if self.after_events is not None:
+            self.after_events()
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` on the database thread, in this task's context (its log request id)."""
@@ -421,6 +440,8 @@ class ThreadedDatabase:
             await self.call_to_the_end(self._end, session, commit=True)
         finally:
             self._writer.release()
+        if session.info.pop(EVENTS_WRITTEN, False):
+            self.events_committed()
 
     def _begin(self) -> Session:
         if self._between_processes is not None:

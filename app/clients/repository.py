@@ -37,6 +37,18 @@ def get_for_update(session: Session, service_api_key: int, client_id: int) -> Cl
     return session.scalars(statement).one_or_none()
 
 
+def lock_for_delete(session: Session, service_api_key: int, client_id: int) -> bool:
+    """Locks the client's row FOR UPDATE, which blocks token inserts for it (their foreign
+    key's key-share lock) until the deletion commits: no token is created meanwhile that
+    the cascade would then remove without its event. False when there is no such client."""
+    statement = (
+        select(ClientRow.client_id)
+        .where(ClientRow.service_api_key == service_api_key, ClientRow.client_id == client_id)
+        .with_for_update()
+    )
+    return session.scalar(statement) is not None
+
+
 def get_by_identifier(session: Session, service_api_key: int, identifier: str) -> ClientRow | None:
     """By client ID (digits) or, failing that, by alias."""
     if identifier.isascii() and identifier.isdigit() and len(identifier) <= 18:

@@ -86,8 +86,13 @@ async def update_client(
 
 
 @router.delete("/client/delete/{client_id}", status_code=204)
-async def delete_client(client_id: IdPath, caller: ServiceDep, work: UnitOfWorkDep) -> Response:
-    await work.run_sync(service.delete, service_api_key=caller.api_key, client_id=client_id)
+async def delete_client(
+    client_id: IdPath, caller: ServiceDep, context: ContextDep, work: UnitOfWorkDep
+) -> Response:
+    await work.run_sync(
+        service.delete, service_api_key=caller.api_key, client_id=client_id, now=context.now,
+        origin=caller.origin,
+    )  # fmt: skip
     return Response(status_code=204)
 
 

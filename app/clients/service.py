@@ -22,9 +22,11 @@ from app.clients.authentication import (
 )
 from app.clients.models import ClientRow
 from app.errors import Conflict, InvalidValue, ResourceNotFound
+from app.events.changes import Origin
 from app.kit.hashing import b64url
 from app.kit.paging import check_range
 from app.services.service import new_api_key
+from app.tokens import service as tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +249,13 @@ def set_secret(
     return secret
 
 
-def delete(session: Session, *, service_api_key: int, client_id: int) -> None:
+def delete(
+    session: Session, *, service_api_key: int, client_id: int, now: int, origin: Origin
+) -> None:
+    """Deletes the client and its tokens, each token with its `deleted` event."""
+    if not repository.lock_for_delete(session, service_api_key, client_id):
+        raise ResourceNotFound(f"This service has no client {client_id}.")
+    tokens.delete_all(session, service_api_key=service_api_key, client_id=client_id, now=now,
+                      origin=origin)  # fmt: skip
     if not repository.delete_client(session, service_api_key, client_id):
         raise ResourceNotFound(f"This service has no client {client_id}.")

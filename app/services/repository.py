@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import String, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -31,20 +32,31 @@ def announce_credentials_changed(session: Session) -> None:
     session.info.setdefault(CREDENTIALS_CHANGED, []).append(payload)
 
 
+class BearerOwner(NamedTuple):
+    """Whose a service access token is: its service, and its own id (an event's actor)."""
+
+    api_key: int
+    token_id: str
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     digests: dict[int, str]  # API key -> digest of the API secret
-    bearer: dict[str, int]  # service access token key -> API key
+    bearer: dict[str, BearerOwner]  # service access token key -> its service and id
 
 
 def all_credentials(session: Session) -> Credentials:
     digests = session.execute(select(ServiceRow.api_key, ServiceRow.secret_digest))
     bearer = session.execute(
-        select(ServiceAccessTokenRow.token_key, ServiceAccessTokenRow.service_api_key)
+        select(
+            ServiceAccessTokenRow.token_key,
+            ServiceAccessTokenRow.service_api_key,
+            ServiceAccessTokenRow.token_id,
+        )
     )
     return Credentials(
         digests={api_key: digest for api_key, digest in digests},  # noqa: C416 - rows, not pairs
-        bearer={key: api_key for key, api_key in bearer},  # noqa: C416
+        bearer={key: BearerOwner(api_key, token_id) for key, api_key, token_id in bearer},
     )
 
 
@@ -59,6 +71,14 @@ _SECRET_DIGEST = select(ServiceRow.secret_digest).where(ServiceRow.api_key == bi
 def secret_digest_of(session: Session, api_key: int) -> str | None:
     """The stored digest of the service's API secret, None for an unknown service."""
     return session.scalar(_SECRET_DIGEST, {"api_key": api_key})
+
+
+def lock_for_delete(session: Session, api_key: int) -> bool:
+    """Locks the service's row FOR UPDATE, which blocks inserts of its clients and tokens
+    (their foreign keys' key-share locks) until the deletion commits. False when there is
+    no such service."""
+    statement = select(ServiceRow.api_key).where(ServiceRow.api_key == api_key).with_for_update()
+    return session.scalar(statement) is not None
 
 
 def get_for_update(session: Session, api_key: int) -> ServiceRow | None:
@@ -179,8 +199,9 @@ def delete_access_token(session: Session, api_key: int, token_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def service_of_access_token(session: Session, token_key: str) -> int | None:
-    statement = select(ServiceAccessTokenRow.service_api_key).where(
+def service_of_access_token(session: Session, token_key: str) -> BearerOwner | None:
+    statement = select(ServiceAccessTokenRow.service_api_key, ServiceAccessTokenRow.token_id).where(
         ServiceAccessTokenRow.token_key == token_key
     )
-    return session.scalar(statement)
+    row = session.execute(statement).first()
+    return None if row is None else BearerOwner(row[0], row[1])

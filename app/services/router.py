@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from app.auth import OperatorDep, ServiceDep
+from app.auth import OperatorDep, ServiceDep, operator_origin
 from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
 from app.services import keys, repository, service
@@ -78,8 +78,10 @@ async def update_service(
 
 
 @router.delete("/delete/{api_key}", status_code=204)
-async def delete_service(api_key: IdPath, _: OperatorDep, work: UnitOfWorkDep) -> Response:
-    await work.run_sync(service.delete, api_key=api_key)
+async def delete_service(
+    api_key: IdPath, _: OperatorDep, context: ContextDep, work: UnitOfWorkDep
+) -> Response:
+    await work.run_sync(service.delete, api_key=api_key, now=context.now, origin=operator_origin())
     return Response(status_code=204)
 
 
@@ -198,8 +200,12 @@ async def get_jwks(
 
 
 @self_router.delete("/delete", status_code=204)
-async def delete_own_service(caller: ServiceDep, work: UnitOfWorkDep) -> Response:
+async def delete_own_service(
+    caller: ServiceDep, context: ContextDep, work: UnitOfWorkDep
+) -> Response:
     """Authlete API v3: a service deletes itself, with its own credentials (Basic or
     Bearer); its scopes, clients, tokens and access tokens go with it."""
-    await work.run_sync(service.delete, api_key=caller.api_key)
+    await work.run_sync(
+        service.delete, api_key=caller.api_key, now=context.now, origin=caller.origin
+    )
     return Response(status_code=204)

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidValue, ResourceNotFound
+from app.events.changes import Origin
 from app.kit.durations import duration_or
 from app.kit.hashing import secret_digest, service_token_key
 from app.kit.paging import check_range
 from app.services import keys, repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
+from app.tokens import service as tokens
 
 # Authlete's defaults for a new service: one day, ten days.
 DEFAULT_ACCESS_TOKEN_DURATION = 86_400
@@ -149,7 +151,12 @@ def update(session: Session, *, api_key: int, spec: ServiceSpec, now: int) -> Se
     return _reload(session, api_key)
 
 
-def delete(session: Session, *, api_key: int) -> None:
+def delete(session: Session, *, api_key: int, now: int, origin: Origin) -> None:
+    """Deletes the service, its clients and its tokens, each token with its `deleted`
+    event (the log outlives the service: its events are still relayed)."""
+    if not repository.lock_for_delete(session, api_key):
+        raise ResourceNotFound(f"There is no service {api_key}.")
+    tokens.delete_all(session, service_api_key=api_key, now=now, origin=origin)
     if not repository.delete_service(session, api_key):
         raise ResourceNotFound(f"There is no service {api_key}.")
 

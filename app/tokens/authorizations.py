@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from app.clients import repository as clients
 from app.clients.models import ClientRow
 from app.errors import ResourceNotFound
+from app.events import service as events
+from app.events.changes import EventType, Origin
 from app.kit.paging import page_size
 from app.tokens import repository
 from app.tokens.rules import GrantedScopes, filter_scopes, granted_scopes
-from app.tokens.service import policy_for
+from app.tokens.service import delete_all, policy_for
 
 log = logging.getLogger("tokenstore.tokens")
 
@@ -69,6 +71,7 @@ def update_scopes(
     subject: str,
     scopes: Sequence[str] | None,
     now: int,
+    origin: Origin,
 ) -> int:
     """Gives every live token of the subject and the client the scopes (filtered as the
     token update filters them: rule 4); None changes nothing. Answers how many tokens."""
@@ -80,20 +83,51 @@ def update_scopes(
             )
         )
     policy = policy_for(session, service_api_key=service_api_key, client=client, scopes=scopes)
-    count = repository.replace_scopes(
+    count = _replace_scopes(
         session, service_api_key, client_id=client_id, subject=subject,
-        scopes=filter_scopes(scopes, policy), now=now,
+        scopes=filter_scopes(scopes, policy), now=now, origin=origin,
     )  # fmt: skip
     log.info("client authorization updated client_id=%s count=%d", client_id, count)
     return count
 
 
-def delete(session: Session, *, service_api_key: int, client_id: int, subject: str) -> int:
+def _replace_scopes(
+    session: Session,
+    service_api_key: int,
+    *,
+    client_id: int,
+    subject: str,
+    scopes: Sequence[str],
+    now: int,
+    origin: Origin,
+) -> int:
+    """Gives the subject's live tokens of the client the scopes, one event per token."""
+    changed = repository.replace_scopes(
+        session, service_api_key, client_id=client_id, subject=subject, scopes=scopes, now=now
+    )
+    events.record_changes(
+        session, EventType.UPDATED,
+        [(token, before, replace(before, scopes=tuple(scopes))) for token, before in changed],
+        origin, now=now,
+    )  # fmt: skip
+    return len(changed)
+
+
+def delete(
+    session: Session,
+    *,
+    service_api_key: int,
+    client_id: int,
+    subject: str,
+    now: int,
+    origin: Origin,
+) -> int:
     """Deletes every token of the subject and the client; answers how many went."""
     _client(session, service_api_key, client_id)
-    count = repository.delete_matching(
-        session, service_api_key, client_id=client_id, subject=subject
-    )
+    count = delete_all(
+        session, service_api_key=service_api_key, client_id=client_id, subject=subject,
+        now=now, origin=origin,
+    )  # fmt: skip
     log.info("client authorization deleted client_id=%s count=%d", client_id, count)
     return count
 
@@ -109,12 +143,19 @@ def granted(
 
 
 def clear_granted(
-    session: Session, *, service_api_key: int, client_id: int, subject: str, now: int
+    session: Session,
+    *,
+    service_api_key: int,
+    client_id: int,
+    subject: str,
+    now: int,
+    origin: Origin,
 ) -> int:
     """Withdraws the granted scopes: the live tokens stay, with no scope left."""
     _client(session, service_api_key, client_id)
-    count = repository.replace_scopes(
-        session, service_api_key, client_id=client_id, subject=subject, scopes=(), now=now
-    )
+    count = _replace_scopes(
+        session, service_api_key, client_id=client_id, subject=subject, scopes=(), now=now,
+        origin=origin,
+    )  # fmt: skip
     log.info("granted scopes deleted client_id=%s count=%d", client_id, count)
     return count

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.auth import ServiceDep
+from app.auth import ServiceCaller, ServiceDep
 from app.clients.schemas import ClientOut
 from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
@@ -129,7 +129,7 @@ async def update_client_authorization(
 ) -> AuthorizationResultOut:  # fmt: skip
     count = await work.run_sync(
         authorizations.update_scopes, service_api_key=caller.api_key, client_id=client_id,
-        subject=body.subject, scopes=body.scopes, now=context.now,
+        subject=body.subject, scopes=body.scopes, now=context.now, origin=caller.origin,
     )  # fmt: skip
     return AuthorizationResultOut(
         result_code="CLIENT_AUTHORIZATION_UPDATED",
@@ -139,11 +139,11 @@ async def update_client_authorization(
 
 
 async def _delete(
-    work: UnitOfWorkDep, *, service_api_key: int, client_id: int, subject: str
+    work: UnitOfWorkDep, *, caller: ServiceCaller, client_id: int, subject: str, now: int
 ) -> AuthorizationResultOut:
     count = await work.run_sync(
-        authorizations.delete, service_api_key=service_api_key, client_id=client_id,
-        subject=subject,
+        authorizations.delete, service_api_key=caller.api_key, client_id=client_id,
+        subject=subject, now=now, origin=caller.origin,
     )  # fmt: skip
     return AuthorizationResultOut(
         result_code="CLIENT_AUTHORIZATION_DELETED",
@@ -156,25 +156,28 @@ async def _delete(
     "/client/authorization/delete/{client_id}/{subject}", response_model=AuthorizationResultOut
 )
 async def delete_client_authorization_v2(
-    client_id: IdPath, subject: SubjectPath, caller: ServiceDep, work: UnitOfWorkDep
-) -> AuthorizationResultOut:
-    return await _delete(work, service_api_key=caller.api_key, client_id=client_id,
+    client_id: IdPath, subject: SubjectPath, caller: ServiceDep, work: UnitOfWorkDep,
+    context: ContextDep,
+) -> AuthorizationResultOut:  # fmt: skip
+    return await _delete(work, caller=caller, now=context.now, client_id=client_id,
                          subject=subject)  # fmt: skip
 
 
 @router.delete("/client/authorization/delete/{client_id}", response_model=AuthorizationResultOut)
 async def delete_client_authorization(
-    client_id: IdPath, subject: SubjectQuery, caller: ServiceDep, work: UnitOfWorkDep
-) -> AuthorizationResultOut:
-    return await _delete(work, service_api_key=caller.api_key, client_id=client_id,
+    client_id: IdPath, subject: SubjectQuery, caller: ServiceDep, work: UnitOfWorkDep,
+    context: ContextDep,
+) -> AuthorizationResultOut:  # fmt: skip
+    return await _delete(work, caller=caller, now=context.now, client_id=client_id,
                          subject=subject)  # fmt: skip
 
 
 @router.post("/client/authorization/delete/{client_id}", response_model=AuthorizationResultOut)
 async def delete_client_authorization_by_body(
-    client_id: IdPath, body: SubjectBody, caller: ServiceDep, work: UnitOfWorkDep
-) -> AuthorizationResultOut:
-    return await _delete(work, service_api_key=caller.api_key, client_id=client_id,
+    client_id: IdPath, body: SubjectBody, caller: ServiceDep, work: UnitOfWorkDep,
+    context: ContextDep,
+) -> AuthorizationResultOut:  # fmt: skip
+    return await _delete(work, caller=caller, now=context.now, client_id=client_id,
                          subject=body.subject)  # fmt: skip
 
 
@@ -239,11 +242,11 @@ async def get_granted_scopes_by_body(
 
 
 async def _clear(
-    work: UnitOfWorkDep, *, service_api_key: int, client_id: int, subject: str, now: int
+    work: UnitOfWorkDep, *, caller: ServiceCaller, client_id: int, subject: str, now: int
 ) -> AuthorizationResultOut:
     count = await work.run_sync(
-        authorizations.clear_granted, service_api_key=service_api_key, client_id=client_id,
-        subject=subject, now=now,
+        authorizations.clear_granted, service_api_key=caller.api_key, client_id=client_id,
+        subject=subject, now=now, origin=caller.origin,
     )  # fmt: skip
     return AuthorizationResultOut(
         result_code="GRANTED_SCOPES_DELETED",
@@ -259,7 +262,7 @@ async def delete_granted_scopes_v2(
     client_id: IdPath, subject: SubjectPath, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, service_api_key=caller.api_key, client_id=client_id,
+    return await _clear(work, caller=caller, client_id=client_id,
                         subject=subject, now=context.now)  # fmt: skip
 
 
@@ -268,7 +271,7 @@ async def delete_granted_scopes(
     client_id: IdPath, subject: SubjectQuery, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, service_api_key=caller.api_key, client_id=client_id,
+    return await _clear(work, caller=caller, client_id=client_id,
                         subject=subject, now=context.now)  # fmt: skip
 
 
@@ -277,5 +280,5 @@ async def delete_granted_scopes_by_body(
     client_id: IdPath, body: SubjectBody, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, service_api_key=caller.api_key, client_id=client_id,
+    return await _clear(work, caller=caller, client_id=client_id,
                         subject=body.subject, now=context.now)  # fmt: skip

@@ -45,6 +45,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
 from app.clients.models import ClientRow
+from app.events import repository as events
+from app.events.changes import TokenEvent, TokenFacts
 from app.services import repository as services
 from app.services.models import ServiceRow
 from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
@@ -59,6 +61,7 @@ class LockedToken:
     id: int
     token_id: str
     client_id: int
+    subject: str | None
     access_key: str
     state: TokenState
 
@@ -112,8 +115,15 @@ class TokenWrites(Protocol):
     ) -> UpdateTarget | None: ...
 
     async def save(
-        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
-    ) -> None: ...
+        self,
+        token: LockedToken,
+        state: TokenState,
+        *,
+        access_key: str,
+        now: int,
+        event: TokenEvent,
+    ) -> None:
+        """Writes the state and appends its event, in the update's transaction."""
 
 
 class TokenReads(Protocol):
@@ -240,7 +250,9 @@ def _target(row: Any, scopes: Mapping[str, list[dict[str, Any]]]) -> UpdateTarge
         if row.requestable_scopes_enabled is None
         else ClientScopes(bool(row.requestable_scopes_enabled), tuple(row.requestable_scopes))
     )
-    token = LockedToken(row.id, row.token_id, row.client_id, row.access_key, state_of(row))
+    token = LockedToken(
+        row.id, row.token_id, row.client_id, row.subject, row.access_key, state_of(row)
+    )
     return UpdateTarget(token, client, scopes)
 
 
@@ -317,12 +329,20 @@ class PostgresTokens:
         return None if row is None else _target(row, scopes)
 
     async def save(
-        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
+        self,
+        token: LockedToken,
+        state: TokenState,
+        *,
+        access_key: str,
+        now: int,
+        event: TokenEvent,
     ) -> None:
-        # Sent now, answered with the COMMIT (app.transactions.AsyncDatabase.pipelined).
+        # Both sent now, answered with the COMMIT (app.transactions.AsyncDatabase.pipelined):
+        # the event costs no round trip of its own.
         await self._connection.execute(
             _PG_SAVE, _pg_params(_save_params(token, state, access_key, now)), prepare=True
         )
+        await self._connection.execute(events.PG_APPEND, events.pg_values_of(event), prepare=True)
 
     async def find(
         self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
@@ -382,10 +402,18 @@ def load_for_update(
 
 
 def save(
-    session: Session, token: LockedToken, state: TokenState, *, access_key: str, now: int
+    session: Session,
+    token: LockedToken,
+    state: TokenState,
+    *,
+    access_key: str,
+    now: int,
+    event: TokenEvent,
 ) -> None:
-    """Writes the state the rules decided for a token read by `load_for_update`."""
+    """Writes the state the rules decided for a token read by `load_for_update`, and its
+    event."""
     session.execute(_SAVE, _save_params(token, state, access_key, now))
+    events.append(session, [event])
 
 
 def find_for_introspection(
@@ -416,9 +444,15 @@ class SessionTokens:
         )  # fmt: skip
 
     async def save(
-        self, token: LockedToken, state: TokenState, *, access_key: str, now: int
+        self,
+        token: LockedToken,
+        state: TokenState,
+        *,
+        access_key: str,
+        now: int,
+        event: TokenEvent,
     ) -> None:
-        await self._work.run_sync(save, token, state, access_key=access_key, now=now)
+        await self._work.run_sync(save, token, state, access_key=access_key, now=now, event=event)
 
 
 class SessionReads:
@@ -447,6 +481,8 @@ async def writes(database: AsyncDatabase | ThreadedDatabase) -> AsyncIterator[To
     if isinstance(database, AsyncDatabase):
         async with database.pipelined() as connection:
             yield PostgresTokens(connection)
+        # Committed, with its event: the relay may publish it.
+        database.events_committed()
     else:
         async with database.transaction() as work:
             yield SessionTokens(work)
@@ -570,19 +606,33 @@ def delete_row(session: Session, row: TokenRow) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def facts_of(row: Any) -> TokenFacts:
+    """What names a token in its events: a `TokenRow`, or a row RETURNING those columns."""
+    return TokenFacts(row.service_api_key, row.token_id, row.client_id, row.subject)
+
+
+_FACT_COLUMNS = (TokenRow.service_api_key, TokenRow.token_id, TokenRow.client_id, TokenRow.subject)
+
+
 def delete_matching(
-    session: Session, service_api_key: int, *, client_id: int | None, subject: str | None
-) -> int:
-    """Deletes every token of the service for the client and/or the subject."""
+    session: Session,
+    service_api_key: int,
+    *,
+    client_id: int | None = None,
+    subject: str | None = None,
+) -> list[TokenFacts]:
+    """Deletes every token of the service, or of the client and/or the subject; answers
+    which went (one statement, RETURNING them)."""
     statement = delete(TokenRow).where(TokenRow.service_api_key == service_api_key)
     if client_id is not None:
         statement = statement.where(TokenRow.client_id == client_id)
     if subject is not None:
         statement = statement.where(TokenRow.subject == subject)
-    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    returning = statement.returning(*_FACT_COLUMNS).execution_options(synchronize_session=False)
+    return [facts_of(row) for row in session.execute(returning)]
 
 
-def delete_dead_batch(session: Session, *, now: int, limit: int) -> int:
+def delete_dead_batch(session: Session, *, now: int, limit: int) -> list[TokenFacts]:
     """Deletes up to `limit` tokens whose access and refresh tokens have both expired.
 
     Only ids are selected, `limit` at a time; on PostgreSQL rows locked by a live update
@@ -598,9 +648,9 @@ def delete_dead_batch(session: Session, *, now: int, limit: int) -> int:
     )
     chosen = list(session.scalars(ids))
     if not chosen:
-        return 0
-    result = session.execute(delete(TokenRow).where(TokenRow.id.in_(chosen), dead))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+        return []
+    statement = delete(TokenRow).where(TokenRow.id.in_(chosen), dead).returning(*_FACT_COLUMNS)
+    return [facts_of(row) for row in session.execute(statement)]
 
 
 def remember_proof(session: Session, *, key: str, expires_at: int, now: int) -> bool:
@@ -694,14 +744,23 @@ def replace_scopes(
     subject: str,
     scopes: Sequence[str],
     now: int,
-) -> int:
-    """Gives every live token of the subject and the client these scopes, in one statement
-    (each row under its own row lock, so a concurrent update of one of the tokens runs
-    before or after, never in between). Answers how many tokens changed."""
-    statement = (
-        update(TokenRow)
+) -> list[tuple[TokenFacts, TokenState]]:
+    """Gives every live token of the subject and the client these scopes: the tokens are
+    read under their row locks (so a concurrent update of one of them runs before or
+    after, never in between), then written in one statement. Answers each token with its
+    state from before."""
+    locked = (
+        select(TokenRow)
         .where(*_of_authorization(service_api_key, client_id, subject, now))
-        .values(scopes=list(scopes), updated_at=now)
-        .execution_options(synchronize_session=False)
+        .order_by(TokenRow.id)
+        .with_for_update()
     )
-    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    rows = session.scalars(locked).all()
+    if rows:
+        session.execute(
+            update(TokenRow)
+            .where(TokenRow.id.in_([row.id for row in rows]))
+            .values(scopes=list(scopes), updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return [(facts_of(row), state_of(row)) for row in rows]

@@ -26,6 +26,8 @@ from app.clients.authentication import (
 )
 from app.clients.models import ClientRow
 from app.clients.service import client_type_of
+from app.events import service as events
+from app.events.changes import EventType, Origin
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
 from app.tokens import repository
 from app.tokens.models import TokenRow
@@ -165,7 +167,13 @@ def _authenticated(
 
 
 def revoke(
-    session: Session, *, service_api_key: int, form: RevocationForm, hash_key: bytes, now: int
+    session: Session,
+    *,
+    service_api_key: int,
+    form: RevocationForm,
+    hash_key: bytes,
+    now: int,
+    origin: Origin,
 ) -> Outcome:
     """Authenticates the client, then deletes the token if it is the client's own. A token
     of another client, or none at all, is left as it is and the answer is still OK (RFC 7009
@@ -185,5 +193,6 @@ def revoke(
         log.info("revocation of another client's token ignored client_id=%s", client.client_id)
         return OK
     if repository.delete_row(session, token):
+        events.record_all(session, EventType.REVOKED, [repository.facts_of(token)], origin, now=now)
         log.info("token revoked token_id=%s client_id=%s", token.token_id, client.client_id)
     return OK

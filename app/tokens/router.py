@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from app import metrics
-from app.auth import ServiceDep
+from app.auth import ServiceCaller, ServiceDep
 from app.clients.schemas import ClientOut
 from app.config import Settings
 from app.context import ContextDep, context_of
@@ -83,7 +83,7 @@ StandardIntrospectionBody = Annotated[
 ]
 
 
-async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) -> Response:
+async def _update(request: Request, caller: ServiceCaller, body: TokenUpdateIn) -> Response:
     context = context_of(request)  # the hot path: no dependency to resolve
     """The body has been read and validated and the caller authenticated before the update's
     transaction opens; it commits before the answer is sent."""
@@ -99,10 +99,11 @@ async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) ->
         async with repository.writes(context.database) as writes:
             result = await service.update(
                 writes,
-                service_api_key=caller_api_key,
+                service_api_key=caller.api_key,
                 command=command,
                 hash_key=context.hash_key,
                 now=context.now,
+                origin=caller.origin,
             )
             # Inside the transaction: an answer that cannot be built rolls the update back.
             response = json_response(
@@ -124,7 +125,7 @@ async def _update(request: Request, caller_api_key: int, body: TokenUpdateIn) ->
     response_model_exclude_none=True,
 )
 async def update_token_legacy(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
-    return await _update(request, caller.api_key, body)
+    return await _update(request, caller, body)
 
 
 @hot_router.post(
@@ -133,7 +134,7 @@ async def update_token_legacy(request: Request, body: UpdateBody, caller: Servic
     response_model_exclude_none=True,
 )
 async def update_token(request: Request, body: UpdateBody, caller: ServiceDep) -> Response:
-    return await _update(request, caller.api_key, body)
+    return await _update(request, caller, body)
 
 
 @router.post(
@@ -153,6 +154,7 @@ async def create_token(
         command=body.request(),
         hash_key=context.hash_key,
         now=context.now,
+        origin=caller.origin,
     )
     row, issued = result.row, result.issued
     state = issued.state
@@ -237,6 +239,8 @@ async def delete_token(
         service_api_key=caller.api_key,
         identifier=identifier,
         hash_key=context.hash_key,
+        now=context.now,
+        origin=caller.origin,
     )
     return Response(status_code=204)
 
@@ -256,6 +260,8 @@ async def revoke_tokens(
         client_identifier=body.client_identifier,
         subject=body.subject,
         hash_key=context.hash_key,
+        now=context.now,
+        origin=caller.origin,
     )
     return TokenRevokeOut(
         result_code="TOKEN_REVOKED", result_message=f"{count} tokens revoked.", count=count

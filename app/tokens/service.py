@@ -23,6 +23,8 @@ from app.errors import (
     ResourceNotFound,
     TokenNotFound,
 )
+from app.events import service as events
+from app.events.changes import EventType, Origin, TokenFacts
 from app.kit.durations import client_duration
 from app.kit.hashing import (
     VALUE_BYTES,
@@ -124,6 +126,7 @@ async def update(
     command: UpdateCommand,
     hash_key: bytes,
     now: int,
+    origin: Origin,
 ) -> UpdateResult:
     """Loads the token under its lock (with the scope data the rules may need, in the same
     round trip), asks the rules, and writes what they decided."""
@@ -162,7 +165,15 @@ async def update(
     stored_key = token.access_key
     if decision.new_value is not None:
         stored_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
-    await writes.save(token, decision.state, access_key=stored_key, now=now)
+    event = events.new_event(
+        EventType.UPDATED,
+        TokenFacts(service_api_key, token.token_id, token.client_id, token.subject),
+        origin,
+        now=now,
+        before=token.state,
+        after=decision.state,
+    )
+    await writes.save(token, decision.state, access_key=stored_key, now=now, event=event)
     log.info("token updated token_id=%s regenerated=%s", token.token_id, bool(decision.new_value))
     # The access token's value is shown when the caller sent it or it was just made; named
     # by anything else (a hash, the refresh token, tokenId) it is not known here.
@@ -180,7 +191,13 @@ class CreateResult:
 
 
 def create(
-    session: Session, *, service_api_key: int, command: IssueRequest, hash_key: bytes, now: int
+    session: Session,
+    *,
+    service_api_key: int,
+    command: IssueRequest,
+    hash_key: bytes,
+    now: int,
+    origin: Origin,
 ) -> CreateResult:
     """Loads what the decision needs (the client, the service's defaults, the scopes named),
     asks `rules.issue`, and inserts the token."""
@@ -221,6 +238,10 @@ def create(
     except IntegrityError:
         # Only a caller-chosen value can collide; generated ones are 256 random bits.
         raise BadRequestAction("That accessToken or refreshToken is already in use.") from None
+    events.record_changes(
+        session, EventType.CREATED, [(repository.facts_of(row), None, issued.state)], origin,
+        now=now,
+    )  # fmt: skip
     log.info("token created token_id=%s client_id=%s", row.token_id, client.client_id)
     return CreateResult(row, issued)
 
@@ -294,13 +315,42 @@ def find_by_identifier(
     )
 
 
-def delete(session: Session, *, service_api_key: int, identifier: str, hash_key: bytes) -> None:
+def delete(
+    session: Session,
+    *,
+    service_api_key: int,
+    identifier: str,
+    hash_key: bytes,
+    now: int,
+    origin: Origin,
+) -> None:
     row = find_by_identifier(
         session, service_api_key=service_api_key, identifier=identifier, hash_key=hash_key
     )
     if row is None or not repository.delete_row(session, row):
         raise ResourceNotFound("This service has no such token.")
+    events.record_all(session, EventType.DELETED, [repository.facts_of(row)], origin, now=now)
     log.info("token deleted token_id=%s", row.token_id)
+
+
+def delete_all(
+    session: Session,
+    *,
+    service_api_key: int,
+    client_id: int | None = None,
+    subject: str | None = None,
+    kind: EventType = EventType.DELETED,
+    now: int,
+    origin: Origin,
+) -> int:
+    """Deletes every token of the service, or of its client and/or subject, with one event
+    per token (a client's or a service's deletion, connected apps, a bulk revocation);
+    answers how many went."""
+    gone = repository.delete_matching(
+        session, service_api_key, client_id=client_id, subject=subject
+    )
+    events.record_all(session, kind, gone, origin, now=now)
+    return len(gone)
 
 
 def revoke(
@@ -312,6 +362,8 @@ def revoke(
     client_identifier: str | None,
     subject: str | None,
     hash_key: bytes,
+    now: int,
+    origin: Origin,
 ) -> int:
     """Revokes (deletes) one token by its access or refresh identifier, or else every token
     of a client and/or a subject. Answers how many tokens went."""
@@ -333,6 +385,7 @@ def revoke(
             )  # fmt: skip
         if row is None or not repository.delete_row(session, row):
             return 0
+        events.record_all(session, EventType.REVOKED, [repository.facts_of(row)], origin, now=now)
         log.info("token revoked token_id=%s", row.token_id)
         return 1
     if not client_identifier and subject is None:
@@ -346,8 +399,9 @@ def revoke(
         if client is None:
             return 0
         client_id = client.client_id
-    count = repository.delete_matching(
-        session, service_api_key, client_id=client_id, subject=subject
-    )
+    count = delete_all(
+        session, service_api_key=service_api_key, client_id=client_id, subject=subject,
+        kind=EventType.REVOKED, now=now, origin=origin,
+    )  # fmt: skip
     log.info("tokens revoked count=%d client_id=%s", count, client_id)
     return count

@@ -25,6 +25,7 @@ from app.clients.models import ClientRow
 from app.clients.service import ClientSpec
 from app.db import make_sessionmaker
 from app.errors import Conflict
+from app.events.changes import Origin
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from app.tokens import repository as tokens_repository
@@ -192,6 +193,9 @@ def test_a_token_deleted_by_another_request_after_it_was_read_is_not_deleted_twi
         assert row is not None
         late.commit()  # SQLite: lets the first delete run (PostgreSQL would not need it)
         with sessions() as first:
-            tokens.delete(first, service_api_key=api_key, identifier=token_id, hash_key=KEY)
+            tokens.delete(
+                first, service_api_key=api_key, identifier=token_id, hash_key=KEY, now=NOW,
+                origin=Origin.of_service(api_key),
+            )  # fmt: skip
             first.commit()
         assert tokens_repository.delete_row(late, row) is False

@@ -15,6 +15,8 @@ from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.config import Settings
 from app.db import make_sessionmaker
+from app.events.changes import EventType, Origin, TokenFacts
+from app.events.service import new_event
 from app.filelock import FileLock
 from app.jobs import AdvisoryTurn, purge_expired, purge_in_turn
 from app.main import purge_turn_for
@@ -146,8 +148,15 @@ def test_the_purge_runs_beside_live_updates_without_losing_live_tokens(engine: E
                         assert target is not None
                         token = target.token
                         repository.save(
-                            session, token, token.state, access_key=token.access_key, now=NOW
-                        )
+                            session, token, token.state, access_key=token.access_key, now=NOW,
+                            event=new_event(
+                                EventType.UPDATED,
+                                TokenFacts(service_api_key, token.token_id, token.client_id,
+                                           token.subject),
+                                Origin.of_service(service_api_key), now=NOW,
+                                before=token.state, after=token.state,
+                            ),
+                        )  # fmt: skip
         except BaseException as error:  # reported by the assertions below
             errors.append(error)
 

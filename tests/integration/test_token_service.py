@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.errors import BadRequestAction, TokenNotFound
+from app.events.changes import Origin
 from app.kit.hashing import lookup_key, token_hash
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
@@ -24,6 +25,7 @@ T = TypeVar("T")
 
 NOW = 1_800_000_000_000
 KEY = b"k" * 32
+ORIGIN = Origin("test")
 
 
 def tenant(session: Session) -> tuple[int, int]:
@@ -75,6 +77,7 @@ def create(session: Session, api_key: int, client_id: int, **changes: Any) -> to
         command=replace(command, **changes),
         hash_key=KEY,
         now=NOW,
+        origin=ORIGIN,
     )
 
 
@@ -98,6 +101,7 @@ def update(
             command=tokens.UpdateCommand(value, None, None, UpdateRequest(**changes)),  # type: ignore[arg-type]
             hash_key=KEY,
             now=now,
+            origin=ORIGIN,
         )
     )
 
