@@ -217,6 +217,11 @@ UPDATE tokens SET access_hash = access_hash, scopes = scopes,
   for_external_attachment = for_external_attachment, access_key = access_key,
   updated_at = updated_at + 1
   WHERE token_id = $token;
+INSERT INTO token_events (id, service_api_key, token_id, client_id, subject, type, actor,
+  request_id, time, changes)
+  VALUES (substr(md5(random()::text), 1, 26), $api_key, $token, 0, 'bench', 'token.updated',
+  'service:$api_key', 'bench', 0,
+  '{"accessTokenExpiresAt": {"from": 1796396867545, "to": 1796396867546}}');
 COMMIT;
 \endpipeline
 """
@@ -227,7 +232,8 @@ def pgbench(url: str, *, concurrency: int, seconds: int, api_key: int, tokens: i
             workdir: Path) -> Measure:  # fmt: skip
     """The SQL of one update, as the service runs it (app/tokens/repository.py): one
     transaction in two pipelines, as the service sends it (BEGIN with the locked read of
-    the token and its client, then the write of every stored column with the COMMIT),
+    the token and its client, then the write of every stored column and the insert of
+    its event, app/events, with the COMMIT),
     with prepared statements as psycopg uses them. The token is named by its id here (the
     service names it by its lookup key, another unique index of the same table)."""
     script = workdir / "update.sql"
@@ -275,6 +281,7 @@ def settle(url: str) -> None:
     try:
         with engine.connect() as connection:
             connection.execute(text("VACUUM tokens"))
+            connection.execute(text("VACUUM token_events"))
             # And write the dirty pages out now, not during the next cell.
             connection.execute(text("CHECKPOINT"))
     finally:
