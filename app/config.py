@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # and how often the relay looks for new events when no notification woke it.
     events_retention_days: int = Field(default=90, ge=1, le=36_500)
     events_nats_url: str | None = None
-    events_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    events_poll_seconds: float = Field(default=0.25, gt=0, le=60)
     # Serves POST /bench/noop, the framework floor of bench/ (never in production).
     bench_endpoints: bool = False
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, insert, null, select, update
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 
@@ -145,21 +145,23 @@ def unsequenced(session: Session, *, limit: int) -> list[Pending]:
 
 
 def assign_positions(session: Session, seqs: Sequence[int], *, published: int, now: int) -> None:
-    """Gives the events the next positions, in the order given; the first `published` of
-    them are marked published too (one statement per event, sent together). Only the relay
-    calls it, one process at a time (its lock); the unique index on `position` refuses a
-    second relay's numbers should two ever overlap."""
+    """Gives the events (`seqs`, ascending) the next positions, in `seq` order; the first
+    `published` of them are marked published too. One statement: the positions are the
+    last one given plus each event's rank. Only the relay calls it, one process at a time
+    (its lock); the unique index on `position` refuses a second relay's numbers should two
+    ever overlap."""
     if not seqs:
         return
     last = session.scalar(select(func.max(_EVENTS.c.position))) or 0
+    rank = func.row_number().over(order_by=_EVENTS.c.seq)
+    ranked = select(_EVENTS.c.seq, rank.label("n")).where(_EVENTS.c.seq.in_(list(seqs))).subquery()
     session.execute(
         update(_EVENTS)
-        .where(_EVENTS.c.seq == bindparam("row_seq"))
-        .values(position=bindparam("p"), published_at=bindparam("at")),
-        [
-            {"row_seq": seq, "p": last + n, "at": now if n <= published else None}
-            for n, seq in enumerate(seqs, start=1)
-        ],
+        .where(_EVENTS.c.seq == ranked.c.seq)
+        .values(
+            position=ranked.c.n + last,
+            published_at=case((ranked.c.n <= published, now), else_=null()),
+        )
     )
 
 
