@@ -14,6 +14,9 @@ from app.kit.paging import page_size
 from app.tokens.service import find_by_identifier
 
 MAX_FEED = 1000
+# A position is a BIGINT: a larger cursor could not be compared with one (a 500 on SQLite,
+# a database error on PostgreSQL), and no answer ever gives one.
+MAX_CURSOR = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +55,12 @@ def parse_cursor(cursor: str | None) -> int:
     the oldest event the log still keeps)."""
     if cursor is None or cursor == "":
         return 0
-    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19):
-        raise InvalidValue("after is a cursor from an earlier answer: up to 19 digits.")
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19) or (
+        int(cursor) > MAX_CURSOR
+    ):
+        raise InvalidValue(
+            f"after is a cursor from an earlier answer: up to 19 digits, at most {MAX_CURSOR}."
+        )
     return int(cursor)
 
 
