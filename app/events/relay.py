@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio.to_thread
-import nats
 import psycopg
 from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
@@ -101,17 +100,7 @@ class JetStreamPublisher:
         if self._stream is not None and self._client is not None and self._client.is_connected:
             return self._stream
         if self._client is None or self._client.is_closed:
-            self._client = await nats.connect(
-                servers=[self._url],
-                name="tokenstore-relay",
-                connect_timeout=CONNECT_TIMEOUT_S,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=_quiet,
-                disconnected_cb=_disconnected,
-                reconnected_cb=_reconnected,
-            )
+            self._client = await _connect(self._url)
         if not self._client.is_connected:
             raise ConnectionError("the NATS server is not reachable (reconnecting)")
         stream = self._client.jetstream(timeout=PUBLISH_TIMEOUT_S)
@@ -143,6 +132,37 @@ class JetStreamPublisher:
         if self._client is not None and not self._client.is_closed:
             with contextlib.suppress(Exception):
                 await self._client.close()
+
+
+async def _connect(url: str) -> Nats:
+    """A connection that, once made, reconnects by itself for as long as it takes.
+
+    The first connection is bounded: with unlimited reconnection, nats-py's `connect` keeps
+    trying a broker that is down and never returns, which would hold the relay inside
+    `publish`, and events would get no positions (the poll feed would stop) until the
+    broker came back."""
+    client = Nats()
+    try:
+        await asyncio.wait_for(
+            client.connect(
+                servers=[url],
+                name="tokenstore-relay",
+                # nats-py annotates these seconds as int; it takes fractions as well.
+                connect_timeout=CONNECT_TIMEOUT_S,  # type: ignore[arg-type]
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                error_cb=_quiet,
+                disconnected_cb=_disconnected,
+                reconnected_cb=_reconnected,
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise
+    return client
 
 
 async def _quiet(error: Exception) -> None:
@@ -351,21 +371,27 @@ class Relay:
                 await asyncio.sleep(backoff)
 
     async def step(self) -> bool:
-        """One round: publishes the backlog of positioned events, else positions (and
-        publishes) the next committed ones. True when there may be more to do at once."""
-        if self._publisher is not None:
+        """One round: publishes the backlog of positioned events, then positions (and
+        publishes) the next committed ones. When the backlog could not all be published
+        (the broker is down), the next ones get their positions unpublished: the poll feed
+        goes on, and publishing them now would put them before the backlog. True when
+        there may be more to do at once."""
+        publishing = self._publisher is not None
+        if publishing:
             backlog = await self._database.read(repository.unpublished, limit=BATCH)
             if backlog:
                 published = await self._publish(backlog)
                 await self._mark(backlog[:published])
-                self._observe_waiting()
-                return published == len(backlog) and len(backlog) == BATCH
+                if published == len(backlog) == BATCH:
+                    self._observe_waiting()
+                    return True
+                publishing = published == len(backlog)
         fresh = await self._database.read(repository.unsequenced, limit=BATCH)
         if not fresh:
             self._observe_waiting()
             return False
         published = 0
-        if self._publisher is not None:
+        if publishing:
             published = await self._publish(fresh)
         now = self._clock()
         async with self._database.transaction() as work:
@@ -377,7 +403,7 @@ class Relay:
             )
         metrics.EVENTS_PUBLISHED.inc(published)
         self._observe_waiting()
-        return len(fresh) == BATCH and published == len(fresh)
+        return len(fresh) == BATCH and (published == len(fresh) or not publishing)
 
     async def _publish(self, pending: list[repository.Pending]) -> int:
         assert self._publisher is not None  # noqa: S101 - callers checked
