@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.kit.keys import KeyListError, KeyRing
 
 DEV_SECRETS_FILE = "dev-secrets.json"
 MIN_SECRET_LENGTH = 32
@@ -32,7 +35,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     admin_api_key: str | None = None
     admin_api_secret: SecretStr | None = None
+    # Several operator key pairs at once, `key:secret,key:secret` (a new pair goes live
+    # before the old one is removed); the pair above, when set, is one more.
+    admin_credentials: SecretStr | None = None
     hash_secret: SecretStr | None = None
+    # The key ring, `id:secret,id:secret`, the current key first (app.kit.keys); when set,
+    # it replaces `hash_secret`, whose single key has the id "default".
+    hash_secrets: SecretStr | None = None
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # The HTTP front door (app.server): request line and headers together, header fields,
     # and how long a client may take to send the head and then the body (408 past them).
@@ -72,10 +81,39 @@ class Settings(BaseSettings):
     bench_endpoints: bool = False
 
     @property
+    def key_ring(self) -> KeyRing:
+        """The hash secrets: TOKENSTORE_HASH_SECRETS, else TOKENSTORE_HASH_SECRET as the
+        single key "default". Parsed (and its keys derived) once per distinct value."""
+        return _key_ring(
+            None if self.hash_secrets is None else self.hash_secrets.get_secret_value(),
+            None if self.hash_secret is None else self.hash_secret.get_secret_value(),
+        )
+
+    @property
     def hash_key(self) -> bytes:
-        if self.hash_secret is None:
-            raise ConfigError("TOKENSTORE_HASH_SECRET is not set.")
-        return self.hash_secret.get_secret_value().encode("utf-8")
+        """The current key's secret: every new keyed value is made with it."""
+        return self.key_ring.current.secret
+
+    def operators(self) -> list[tuple[str, str]]:
+        """Every valid operator key pair: TOKENSTORE_ADMIN_CREDENTIALS, and the single
+        TOKENSTORE_ADMIN_API_KEY / _SECRET pair when set."""
+        pairs = []
+        if self.admin_credentials is not None:
+            for number, entry in enumerate(
+                self.admin_credentials.get_secret_value().split(","), start=1
+            ):
+                key, colon, secret = entry.strip().partition(":")
+                if not (key and colon and secret):
+                    raise ConfigError(
+                        f"TOKENSTORE_ADMIN_CREDENTIALS: entry {number} is not key:secret."
+                    )
+                pairs.append((key, secret))
+        if self.admin_api_key and self.admin_api_secret is not None:
+            pairs.append((self.admin_api_key, self.admin_api_secret.get_secret_value()))
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ConfigError("An operator key is listed more than once.")
+        return pairs
 
     def check_production(self) -> None:
         """Refuse to run in production on missing or short secrets."""
@@ -84,14 +122,32 @@ class Settings(BaseSettings):
         problems = []
         if self.bench_endpoints:
             problems.append("TOKENSTORE_BENCH_ENDPOINTS is for benchmarks only")
-        if not self.admin_api_key:
-            problems.append("TOKENSTORE_ADMIN_API_KEY is not set")
-        for name, value in (
-            ("TOKENSTORE_ADMIN_API_SECRET", self.admin_api_secret),
-            ("TOKENSTORE_HASH_SECRET", self.hash_secret),
-        ):
-            if value is None or len(value.get_secret_value()) < MIN_SECRET_LENGTH:
-                problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters")
+        if self.admin_credentials is None:
+            if not self.admin_api_key:
+                problems.append(
+                    "TOKENSTORE_ADMIN_API_KEY (or TOKENSTORE_ADMIN_CREDENTIALS) is not set"
+                )
+            secret = self.admin_api_secret
+            if secret is None or len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+                problems.append(
+                    f"TOKENSTORE_ADMIN_API_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+                )
+        elif any(len(secret) < MIN_SECRET_LENGTH for _, secret in self.operators()):
+            problems.append(
+                f"every operator secret must be at least {MIN_SECRET_LENGTH} characters"
+            )
+        if self.hash_secrets is None and self.hash_secret is None:
+            problems.append(
+                f"TOKENSTORE_HASH_SECRET (or TOKENSTORE_HASH_SECRETS) must be at least "
+                f"{MIN_SECRET_LENGTH} characters"
+            )
+        else:
+            for key in self.key_ring.keys:
+                if len(key.secret) < MIN_SECRET_LENGTH:
+                    problems.append(
+                        f"the hash secret of key id {key.id!r} must be at least "
+                        f"{MIN_SECRET_LENGTH} characters"
+                    )
         if problems:
             raise ConfigError(
                 "Refusing to start with TOKENSTORE_ENV=production: " + "; ".join(problems) + "."
@@ -103,9 +159,11 @@ class Settings(BaseSettings):
         Returns the completed settings and the file's path when this call created it, so the
         caller can tell the user, once, where the operator credentials are.
         """
-        if self.env == "production" or (
-            self.admin_api_key and self.admin_api_secret and self.hash_secret
-        ):
+        has_operator = bool(self.admin_credentials) or bool(
+            self.admin_api_key and self.admin_api_secret
+        )
+        has_hash = self.hash_secret is not None or self.hash_secrets is not None
+        if self.env == "production" or (has_operator and has_hash):
             return self, None
         path = self.data_dir / DEV_SECRETS_FILE
         created = None
@@ -123,11 +181,25 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(stored, handle, indent=2)
             created = path
-        completed = self.model_copy(
-            update={
-                "admin_api_key": self.admin_api_key or stored["adminApiKey"],
-                "admin_api_secret": self.admin_api_secret or SecretStr(stored["adminApiSecret"]),
-                "hash_secret": self.hash_secret or SecretStr(stored["hashSecret"]),
-            }
-        )
+        update: dict[str, object] = {}
+        if not has_operator:
+            update["admin_api_key"] = self.admin_api_key or stored["adminApiKey"]
+            update["admin_api_secret"] = self.admin_api_secret or SecretStr(
+                stored["adminApiSecret"]
+            )
+        if not has_hash:
+            update["hash_secret"] = SecretStr(stored["hashSecret"])
+        completed = self.model_copy(update=update)
         return completed, created
+
+
+@lru_cache(maxsize=8)
+def _key_ring(listed: str | None, single: str | None) -> KeyRing:
+    if listed is not None:
+        try:
+            return KeyRing.parse(listed)
+        except KeyListError as error:
+            raise ConfigError(f"TOKENSTORE_HASH_SECRETS: {error}.") from None
+    if single is None:
+        raise ConfigError("Set TOKENSTORE_HASH_SECRETS (or TOKENSTORE_HASH_SECRET).")
+    return KeyRing.single(single.encode("utf-8"))

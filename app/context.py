@@ -11,13 +11,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.kit.keys import KeyRing
 from app.transactions import AsyncDatabase, ThreadedDatabase
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     now: int  # milliseconds since 1970, read once per request
-    hash_key: bytes
+    hash_key: bytes  # the current hash secret (keys.current.secret)
+    keys: KeyRing  # every listed hash secret, the current one first
     settings: Settings
     database: AsyncDatabase | ThreadedDatabase
 
@@ -25,8 +27,9 @@ class Context:
 def context_of(request: Request) -> Context:
     state = request.app.state
     settings: Settings = state.settings
-    return Context(now=state.clock(), hash_key=settings.hash_key, settings=settings,
-                   database=state.database)  # fmt: skip
+    keys = settings.key_ring
+    return Context(now=state.clock(), hash_key=keys.current.secret, keys=keys,
+                   settings=settings, database=state.database)  # fmt: skip
 
 
 async def request_context(request: Request) -> Context:

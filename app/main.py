@@ -162,6 +162,8 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Parsed once: every operator request compares against each pair.
+    app.state.operators = tuple(settings.operators())
     app.state.database = database
     app.state.credentials = credentials
     app.state.clock = clock

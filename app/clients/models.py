@@ -6,6 +6,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text, UniqueCons
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JsonDocument
+from app.kit.keys import LEGACY_KEY_ID
 
 
 class ClientRow(Base):
@@ -26,6 +27,8 @@ class ClientRow(Base):
     client_type: Mapped[str | None] = mapped_column(String(20))
     token_auth_method: Mapped[str | None] = mapped_column(String(40))
     client_secret_digest: Mapped[str | None] = mapped_column(String(64))
+    # The id of the hash secret the digest was made with (app.kit.keys).
+    secret_key_id: Mapped[str] = mapped_column(String(16), server_default=LEGACY_KEY_ID)
     tls_client_auth_subject_dn: Mapped[str | None] = mapped_column(String(1024))
     jwks: Mapped[str | None] = mapped_column(Text)
     access_token_duration: Mapped[int | None] = mapped_column(BigInteger)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidValue, ResourceNotFound
 from app.events import repository
 from app.events.changes import TokenEvent
+from app.kit.keys import KeyRing
 from app.kit.paging import page_size
 from app.tokens.service import find_by_identifier
 
@@ -30,7 +31,7 @@ def history(
     *,
     service_api_key: int,
     identifier: str,
-    hash_key: bytes,
+    keys: KeyRing,
     start: int,
     end: int,
 ) -> History:
@@ -38,7 +39,7 @@ def history(
     stays readable by its `tokenId` (until retention removes its events)."""
     limit = page_size(start, end)
     row = find_by_identifier(
-        session, service_api_key=service_api_key, identifier=identifier, hash_key=hash_key
+        session, service_api_key=service_api_key, identifier=identifier, keys=keys
     )
     token_id = identifier if row is None else row.token_id
     total = repository.history_count(session, service_api_key, token_id)

@@ -28,7 +28,7 @@ async def token_history(
 ) -> TokenHistoryOut:
     found = await work.run_sync(
         history.history, service_api_key=caller.api_key, identifier=identifier,
-        hash_key=context.hash_key, start=start, end=end,
+        keys=context.keys, start=start, end=end,
     )  # fmt: skip
     return TokenHistoryOut(
         result_code="TOKEN_HISTORY_OK",

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, U
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, JsonDocument
+from app.kit.keys import LEGACY_KEY_ID
 
 
 class ServiceRow(Base):
@@ -15,6 +16,8 @@ class ServiceRow(Base):
 
     api_key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     secret_digest: Mapped[str] = mapped_column(String(64))
+    # The id of the hash secret the digest was made with (app.kit.keys).
+    secret_key_id: Mapped[str] = mapped_column(String(16), server_default=LEGACY_KEY_ID)
     name: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     access_token_duration: Mapped[int] = mapped_column(BigInteger)
@@ -48,6 +51,7 @@ class ServiceAccessTokenRow(Base):
         BigInteger, ForeignKey("services.api_key", ondelete="CASCADE"), index=True
     )
     token_key: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16), server_default=LEGACY_KEY_ID)
     description: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[int] = mapped_column(BigInteger)
 

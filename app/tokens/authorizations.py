@@ -18,6 +18,7 @@ from app.clients.models import ClientRow
 from app.errors import ResourceNotFound
 from app.events import service as events
 from app.events.changes import EventType, Origin
+from app.kit.keys import KeyRing
 from app.kit.paging import page_size
 from app.tokens import repository
 from app.tokens.rules import GrantedScopes, filter_scopes, granted_scopes
@@ -72,6 +73,7 @@ def update_scopes(
     scopes: Sequence[str] | None,
     now: int,
     origin: Origin,
+    keys: KeyRing,
 ) -> int:
     """Gives every live token of the subject and the client the scopes (filtered as the
     token update filters them: rule 4); None changes nothing. Answers how many tokens."""
@@ -85,7 +87,7 @@ def update_scopes(
     policy = policy_for(session, service_api_key=service_api_key, client=client, scopes=scopes)
     count = _replace_scopes(
         session, service_api_key, client_id=client_id, subject=subject,
-        scopes=filter_scopes(scopes, policy), now=now, origin=origin,
+        scopes=filter_scopes(scopes, policy), now=now, origin=origin, keys=keys,
     )  # fmt: skip
     log.info("client authorization updated client_id=%s count=%d", client_id, count)
     return count
@@ -100,11 +102,13 @@ def _replace_scopes(
     scopes: Sequence[str],
     now: int,
     origin: Origin,
+    keys: KeyRing,
 ) -> int:
     """Gives the subject's live tokens of the client the scopes, one event per token."""
     changed = repository.replace_scopes(
-        session, service_api_key, client_id=client_id, subject=subject, scopes=scopes, now=now
-    )
+        session, service_api_key, client_id=client_id, subject=subject, scopes=scopes, now=now,
+        keys=keys,
+    )  # fmt: skip
     events.record_changes(
         session, EventType.UPDATED,
         [(token, before, replace(before, scopes=tuple(scopes))) for token, before in changed],
@@ -150,12 +154,13 @@ def clear_granted(
     subject: str,
     now: int,
     origin: Origin,
+    keys: KeyRing,
 ) -> int:
     """Withdraws the granted scopes: the live tokens stay, with no scope left."""
     _client(session, service_api_key, client_id)
     count = _replace_scopes(
         session, service_api_key, client_id=client_id, subject=subject, scopes=(), now=now,
-        origin=origin,
+        origin=origin, keys=keys,
     )  # fmt: skip
     log.info("granted scopes deleted client_id=%s count=%d", client_id, count)
     return count

@@ -12,6 +12,7 @@ from app.auth import ServiceCaller, ServiceDep
 from app.clients.schemas import ClientOut
 from app.context import ContextDep
 from app.http import IdPath, PageEnd, PageStart, json_body
+from app.kit.keys import KeyRing
 from app.tokens import authorizations
 from app.tokens.authorization_schemas import (
     AuthorizationListIn,
@@ -130,6 +131,7 @@ async def update_client_authorization(
     count = await work.run_sync(
         authorizations.update_scopes, service_api_key=caller.api_key, client_id=client_id,
         subject=body.subject, scopes=body.scopes, now=context.now, origin=caller.origin,
+        keys=context.keys,
     )  # fmt: skip
     return AuthorizationResultOut(
         result_code="CLIENT_AUTHORIZATION_UPDATED",
@@ -242,11 +244,17 @@ async def get_granted_scopes_by_body(
 
 
 async def _clear(
-    work: UnitOfWorkDep, *, caller: ServiceCaller, client_id: int, subject: str, now: int
+    work: UnitOfWorkDep,
+    *,
+    caller: ServiceCaller,
+    client_id: int,
+    subject: str,
+    now: int,
+    keys: KeyRing,
 ) -> AuthorizationResultOut:
     count = await work.run_sync(
         authorizations.clear_granted, service_api_key=caller.api_key, client_id=client_id,
-        subject=subject, now=now, origin=caller.origin,
+        subject=subject, now=now, origin=caller.origin, keys=keys,
     )  # fmt: skip
     return AuthorizationResultOut(
         result_code="GRANTED_SCOPES_DELETED",
@@ -262,7 +270,7 @@ async def delete_granted_scopes_v2(
     client_id: IdPath, subject: SubjectPath, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, caller=caller, client_id=client_id,
+    return await _clear(work, caller=caller, keys=context.keys, client_id=client_id,
                         subject=subject, now=context.now)  # fmt: skip
 
 
@@ -271,7 +279,7 @@ async def delete_granted_scopes(
     client_id: IdPath, subject: SubjectQuery, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, caller=caller, client_id=client_id,
+    return await _clear(work, caller=caller, keys=context.keys, client_id=client_id,
                         subject=subject, now=context.now)  # fmt: skip
 
 
@@ -280,5 +288,5 @@ async def delete_granted_scopes_by_body(
     client_id: IdPath, body: SubjectBody, context: ContextDep, caller: ServiceDep,
     work: UnitOfWorkDep,
 ) -> AuthorizationResultOut:  # fmt: skip
-    return await _clear(work, caller=caller, client_id=client_id,
+    return await _clear(work, caller=caller, keys=context.keys, client_id=client_id,
                         subject=body.subject, now=context.now)  # fmt: skip

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from app.kit.durations import is_expired
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
+from app.kit.keys import KeyRing
 from app.services import keys as service_keys
 from app.tokens import binding, jwt_introspection
 from app.tokens.binding import DPOP_ALGORITHMS, ProofError, ProofPolicy
@@ -162,7 +163,7 @@ async def introspect(
     *,
     service_api_key: int,
     command: IntrospectionCommand,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     proof_policy: ProofPolicy,
 ) -> Introspection:
@@ -173,12 +174,18 @@ async def introspect(
             "BAD_REQUEST", "INTROSPECTION_TOKEN_MISSING", message,
             challenge("Bearer", "invalid_request", message),
         )  # fmt: skip
-    key = lookup_key(service_api_key, token_hash(command.token), hash_key)
-    tokens = await reads.find(service_api_key, access_key=key)
+    hash_ = token_hash(command.token)
+    tokens: list[FoundToken] = []
+    for ring_key in keys.keys:  # the current key first: one read, unless under an older one
+        tokens = await reads.find(
+            service_api_key, access_key=lookup_key(service_api_key, hash_, ring_key.secret)
+        )
+        if tokens:
+            break
     judgement = judge(
         tokens[0] if tokens else None, command,
         service_api_key=service_api_key, now=now, proof_policy=proof_policy,
-        nonce_key=nonce_key(hash_key),
+        nonce_key=nonce_key(keys.current.secret),
     )  # fmt: skip
     outcome = judgement.outcome
     if judgement.proof is not None:
@@ -391,7 +398,7 @@ async def standard_introspect(
     *,
     service_api_key: int,
     command: StandardCommand,
-    hash_key: bytes,
+    hash_keys: KeyRing,
     now: int,
     keys: KeysRead | None = None,
     issuer: str = "",
@@ -417,11 +424,15 @@ async def standard_introspect(
         signer = found_signer
 
     hash_ = token_hash(tokens[0])
-    found = await reads.find(
-        service_api_key,
-        access_key=lookup_key(service_api_key, hash_, hash_key),
-        refresh_key=refresh_lookup_key(service_api_key, hash_, hash_key),
-    )
+    found: list[FoundToken] = []
+    for ring_key in hash_keys.keys:  # the current key first: one read, unless under an older one
+        found = await reads.find(
+            service_api_key,
+            access_key=lookup_key(service_api_key, hash_, ring_key.secret),
+            refresh_key=refresh_lookup_key(service_api_key, hash_, ring_key.secret),
+        )
+        if found:
+            break
     refresh_first = hint == "refresh_token"
     content: dict[str, Any] = {"active": False}
     for token in sorted(found, key=lambda t: t.matched_refresh != refresh_first):

@@ -6,6 +6,7 @@ lookups go through `access_key`, a keyed digest of the hash (see `hashing.lookup
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import MISSING, Field, fields
 from typing import Any, Protocol
 
@@ -13,6 +14,16 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, JsonDocument
+from app.kit.hashing import lookup_key, refresh_lookup_key
+from app.kit.keys import (
+    LEGACY_KEY_ID,
+    NONCE_BYTES,
+    HashKey,
+    KeyRing,
+    is_sealed,
+    open_sealed,
+    seal,
+)
 from app.tokens.rules import Property, TokenState, element_document, element_from
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; elsewhere the id is 64-bit.
@@ -40,9 +51,12 @@ class TokenRow(Base):
     subject: Mapped[str | None] = mapped_column(String(255))
     grant_type: Mapped[str | None] = mapped_column(String(40))
     access_key: Mapped[str] = mapped_column(String(64), unique=True)
-    access_hash: Mapped[str] = mapped_column(String(43))
+    # Sealed (AES-GCM, app.kit.keys), or a plain hash in rows not yet re-keyed.
+    access_hash: Mapped[str] = mapped_column(String(128))
     refresh_key: Mapped[str | None] = mapped_column(String(64), unique=True)
-    refresh_hash: Mapped[str | None] = mapped_column(String(43))
+    refresh_hash: Mapped[str | None] = mapped_column(String(128))
+    # The hash secret that made the lookup keys and sealed the hashes of this row.
+    key_id: Mapped[str] = mapped_column(String(16), server_default=LEGACY_KEY_ID)
     scopes: Mapped[list[str]] = mapped_column(JsonDocument)
     access_expires_at: Mapped[int] = mapped_column(BigInteger)
     refresh_expires_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -58,12 +72,19 @@ class TokenRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
-    def state(self) -> TokenState:
-        return state_of(self)
+    def state(self, keys: KeyRing) -> TokenState:
+        return state_of(self, keys)
 
-    def store(self, state: TokenState) -> None:
-        """Write a state decided by the rules (the caller sets `access_key` with the hash)."""
+    def store(self, state: TokenState, *, refresh_hash: str | None, key: HashKey) -> None:
+        """Write a state decided by the rules, and its keyed columns under `key` (the row's
+        service and `token_id` are set)."""
         for name, value in stored_columns(state).items():
+            setattr(self, name, value)
+        keyed = keyed_columns(
+            state.access_hash, refresh_hash, key=key, service_api_key=self.service_api_key,
+            token_id=self.token_id,
+        )  # fmt: skip
+        for name, value in keyed.items():
             setattr(self, name, value)
 
 
@@ -71,7 +92,15 @@ class StoredToken(Protocol):
     """The columns a token's state is read from: a `TokenRow`, or a Core row of `tokens`."""
 
     @property
+    def service_api_key(self) -> int: ...
+    @property
+    def token_id(self) -> str: ...
+    @property
+    def key_id(self) -> str: ...
+    @property
     def access_hash(self) -> str: ...
+    @property
+    def refresh_hash(self) -> str | None: ...
     @property
     def scopes(self) -> list[str]: ...
     @property
@@ -96,6 +125,57 @@ class StoredToken(Protocol):
     def attributes(self) -> dict[str, Any] | None: ...
 
 
+# --- Keyed columns: lookup keys and sealed hashes, under one key of the ring ----------------
+
+
+def _context(service_api_key: int, token_id: str, kind: str) -> str:
+    """What a sealed hash is bound to: its row and which hash it is (AES-GCM's associated
+    data), so a sealed value copied into another row or column does not open."""
+    return f"{service_api_key}:{token_id}:{kind}"
+
+
+def keyed_columns(
+    access_hash: str,
+    refresh_hash: str | None,
+    *,
+    key: HashKey,
+    service_api_key: int,
+    token_id: str,
+) -> dict[str, Any]:
+    """The columns made with the hash secret, all under `key`: the lookup keys (keyed
+    digests), the sealed hashes (a fresh nonce each) and the key's id."""
+
+    def sealed(plain: str, kind: str) -> str:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return seal(key, plain, nonce=nonce, context=_context(service_api_key, token_id, kind))
+
+    return {
+        "access_key": lookup_key(service_api_key, access_hash, key.secret),
+        "access_hash": sealed(access_hash, "access"),
+        "refresh_key": None
+        if refresh_hash is None
+        else refresh_lookup_key(service_api_key, refresh_hash, key.secret),
+        "refresh_hash": None if refresh_hash is None else sealed(refresh_hash, "refresh"),
+        "key_id": key.id,
+    }
+
+
+KEYED_COLUMNS = ("access_key", "access_hash", "refresh_key", "refresh_hash", "key_id")
+
+
+def opened_hash(row: StoredToken, keys: KeyRing, kind: str) -> str | None:
+    """A stored hash in the clear (`kind` "access" or "refresh"); "" when the row's key is
+    no longer listed (such a token can no longer be found anyway). A plain hash, in a row
+    not yet re-keyed, is answered as it is."""
+    stored = row.access_hash if kind == "access" else row.refresh_hash
+    if stored is None:
+        return None
+    key = keys.get(row.key_id)
+    if key is None:
+        return "" if is_sealed(stored) else stored
+    return open_sealed(key, stored, context=_context(row.service_api_key, row.token_id, kind))
+
+
 # The state's fields that have columns of their own: looked up, indexed, or there since the
 # first schema. Every other field lives in the `attributes` document under its own name,
 # so a new field of `TokenState` needs no column, no migration and no edit here.
@@ -117,10 +197,10 @@ def _state_value(field: Field[Any], stored: Any) -> Any:
     return tuple(stored) if isinstance(field.default, tuple) else stored
 
 
-def state_of(row: StoredToken) -> TokenState:
+def state_of(row: StoredToken, keys: KeyRing) -> TokenState:
     document = row.attributes or {}
     return TokenState(
-        access_hash=row.access_hash,
+        access_hash=opened_hash(row, keys, "access") or "",
         scopes=tuple(row.scopes),
         access_expires_at=row.access_expires_at,
         persistent=row.persistent,
@@ -139,9 +219,9 @@ def state_of(row: StoredToken) -> TokenState:
 
 
 def stored_columns(state: TokenState) -> dict[str, Any]:
-    """The columns that hold a state (all but `access_key`, which needs the server secret)."""
+    """The columns that hold a state, but those made with the hash secret (`keyed_columns`:
+    the lookup keys and the sealed hashes)."""
     return {
-        "access_hash": state.access_hash,
         "scopes": list(state.scopes),
         "access_expires_at": state.access_expires_at,
         "persistent": state.persistent,

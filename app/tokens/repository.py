@@ -47,9 +47,18 @@ from sqlalchemy.sql import ClauseElement
 from app.clients.models import ClientRow
 from app.events import repository as events
 from app.events.changes import TokenEvent, TokenFacts
+from app.kit.keys import HashKey, KeyRing, is_sealed
 from app.services import repository as services
 from app.services.models import ServiceRow
-from app.tokens.models import DpopProofRow, TokenRow, state_of, stored_columns
+from app.tokens.models import (
+    KEYED_COLUMNS,
+    DpopProofRow,
+    TokenRow,
+    keyed_columns,
+    opened_hash,
+    state_of,
+    stored_columns,
+)
 from app.tokens.rules import TokenState, TokenStatus
 from app.transactions import AsyncDatabase, ThreadedDatabase, UnitOfWork
 
@@ -59,11 +68,15 @@ class LockedToken:
     """A token read under its row lock for an update: where it is, and its state."""
 
     id: int
+    service_api_key: int
     token_id: str
     client_id: int
     subject: str | None
-    access_key: str
+    refresh_hash: str | None  # in the clear (opened), to re-key the refresh token's columns
     state: TokenState
+    # The row's keyed columns as stored (lookup keys, sealed hashes, key id): written back
+    # unchanged when the token is already under the current key and keeps its value.
+    keyed: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +128,10 @@ class TokenWrites(Protocol):
     ) -> UpdateTarget | None: ...
 
     async def save(
-        self,
-        token: LockedToken,
-        state: TokenState,
-        *,
-        access_key: str,
-        now: int,
-        event: TokenEvent,
+        self, token: LockedToken, state: TokenState, *, now: int, event: TokenEvent
     ) -> None:
-        """Writes the state and appends its event, in the update's transaction."""
+        """Writes the state, its keyed columns under the current key (a token found under
+        an older one moves to it), and appends its event, in the update's transaction."""
 
 
 class TokenReads(Protocol):
@@ -160,7 +168,11 @@ _LOCKED_BY_ACCESS_KEY = _locked(_TOKENS.c.access_key == bindparam("name"))
 _LOCKED_BY_TOKEN_ID = _locked(_TOKENS.c.token_id == bindparam("name"))
 # By the refresh token's key (`hashing.refresh_lookup_key`): its unique index, as above.
 _LOCKED_BY_REFRESH_KEY = _locked(_TOKENS.c.refresh_key == bindparam("name"))
-_SAVED_COLUMNS = (*stored_columns(TokenState("", (), 0, False, None)), "access_key", "updated_at")
+_SAVED_COLUMNS = (
+    *stored_columns(TokenState("", (), 0, False, None)),
+    *keyed_columns("", None, key=HashKey.of("-", b"-"), service_api_key=0, token_id=""),
+    "updated_at",
+)
 _SAVE = (
     update(_TOKENS)
     .where(_TOKENS.c.id == bindparam("row_id"))
@@ -238,25 +250,43 @@ def _lock_params(
     raise ValueError("name the token by access_key, refresh_key or token_id")
 
 
-def _save_params(
-    token: LockedToken, state: TokenState, access_key: str, now: int
-) -> dict[str, Any]:
-    return stored_columns(state) | {"access_key": access_key, "updated_at": now, "row_id": token.id}
+def _save_params(token: LockedToken, state: TokenState, key: HashKey, now: int) -> dict[str, Any]:
+    """The row's columns after an update: the keyed ones made anew under the current key
+    when the token was under an older one, was not yet sealed, or has a new value."""
+    keyed = token.keyed
+    if not (
+        keyed["key_id"] == key.id
+        and is_sealed(keyed["access_hash"])
+        and (keyed["refresh_hash"] is None or is_sealed(keyed["refresh_hash"]))
+        and state.access_hash == token.state.access_hash
+    ):
+        keyed = keyed_columns(
+            state.access_hash, token.refresh_hash, key=key,
+            service_api_key=token.service_api_key, token_id=token.token_id,
+        )  # fmt: skip
+    return stored_columns(state) | dict(keyed) | {"updated_at": now, "row_id": token.id}
 
 
-def _target(row: Any, scopes: Mapping[str, list[dict[str, Any]]]) -> UpdateTarget:
+def _target(row: Any, scopes: Mapping[str, list[dict[str, Any]]], keys: KeyRing) -> UpdateTarget:
     client = (
         None
         if row.requestable_scopes_enabled is None
         else ClientScopes(bool(row.requestable_scopes_enabled), tuple(row.requestable_scopes))
     )
     token = LockedToken(
-        row.id, row.token_id, row.client_id, row.subject, row.access_key, state_of(row)
+        id=row.id,
+        service_api_key=row.service_api_key,
+        token_id=row.token_id,
+        client_id=row.client_id,
+        subject=row.subject,
+        refresh_hash=opened_hash(row, keys, "refresh"),
+        state=state_of(row, keys),
+        keyed={name: getattr(row, name) for name in KEYED_COLUMNS},
     )
     return UpdateTarget(token, client, scopes)
 
 
-def _found(row: Any, refresh_key: str | None) -> FoundToken:
+def _found(row: Any, refresh_key: str | None, keys: KeyRing) -> FoundToken:
     return FoundToken(
         token_id=row.token_id,
         client_id=row.client_id,
@@ -265,7 +295,7 @@ def _found(row: Any, refresh_key: str | None) -> FoundToken:
         grant_type=row.grant_type,
         created_at=row.created_at,
         matched_refresh=refresh_key is not None and row.refresh_key == refresh_key,
-        state=state_of(row),
+        state=state_of(row, keys),
         dpop_nonce_required=bool(row.dpop_nonce_required),
         dpop_nonce_duration=row.dpop_nonce_duration,
     )
@@ -300,8 +330,9 @@ def _pg_params(params: dict[str, Any]) -> dict[str, Any]:
 class PostgresTokens:
     """The hot path on one psycopg connection (see the module docstring)."""
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection[Any], keys: KeyRing) -> None:
         self._connection = connection
+        self._keys = keys
 
     async def load_for_update(
         self,
@@ -326,21 +357,17 @@ class PostgresTokens:
             )
         row = await token_cursor.fetchone()
         scopes = {} if scope_cursor is None else dict(await scope_cursor.fetchall())
-        return None if row is None else _target(row, scopes)
+        return None if row is None else _target(row, scopes, self._keys)
 
     async def save(
-        self,
-        token: LockedToken,
-        state: TokenState,
-        *,
-        access_key: str,
-        now: int,
-        event: TokenEvent,
+        self, token: LockedToken, state: TokenState, *, now: int, event: TokenEvent
     ) -> None:
         # Both sent now, answered with the COMMIT (app.transactions.AsyncDatabase.pipelined):
         # the event costs no round trip of its own.
         await self._connection.execute(
-            _PG_SAVE, _pg_params(_save_params(token, state, access_key, now)), prepare=True
+            _PG_SAVE,
+            _pg_params(_save_params(token, state, self._keys.current, now)),
+            prepare=True,
         )
         await self._connection.execute(events.PG_APPEND, events.pg_values_of(event), prepare=True)
 
@@ -353,7 +380,7 @@ class PostgresTokens:
             {"service": service_api_key, "key": access_key, "rkey": refresh_key},
             prepare=True,
         )
-        return [_found(row, refresh_key) for row in await cursor.fetchall()]
+        return [_found(row, refresh_key, self._keys) for row in await cursor.fetchall()]
 
     async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
         params = {"key": key, "expires_at": expires_at, "now": now, "prune": PRUNED_PER_PROOF}
@@ -364,20 +391,21 @@ class PostgresTokens:
 class PostgresReads:
     """Introspection's reads, each on a pooled connection in autocommit (one round trip)."""
 
-    def __init__(self, database: AsyncDatabase) -> None:
+    def __init__(self, database: AsyncDatabase, keys: KeyRing) -> None:
         self._database = database
+        self._keys = keys
 
     async def find(
         self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
     ) -> list[FoundToken]:
         async with self._database.reads() as connection:
-            return await PostgresTokens(connection).find(
+            return await PostgresTokens(connection, self._keys).find(
                 service_api_key, access_key=access_key, refresh_key=refresh_key
             )
 
     async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
         async with self._database.reads() as connection:
-            tokens = PostgresTokens(connection)
+            tokens = PostgresTokens(connection, self._keys)
             return await tokens.remember_proof(key=key, expires_at=expires_at, now=now)
 
 
@@ -392,13 +420,14 @@ def load_for_update(
     token_id: str | None,
     scope_names: Sequence[str] | None,
     refresh_key: str | None = None,
+    keys: KeyRing,
 ) -> UpdateTarget | None:
     statement, params = _lock_params(service_api_key, access_key, token_id, refresh_key)
     row = session.execute(statement, params).first()
     if row is None:
         return None
     named = services.scopes_named(session, service_api_key, scope_names or ())
-    return _target(row, {scope.name: scope.attributes for scope in named})
+    return _target(row, {scope.name: scope.attributes for scope in named}, keys)
 
 
 def save(
@@ -406,28 +435,34 @@ def save(
     token: LockedToken,
     state: TokenState,
     *,
-    access_key: str,
+    key: HashKey,
     now: int,
     event: TokenEvent,
 ) -> None:
-    """Writes the state the rules decided for a token read by `load_for_update`, and its
-    event."""
-    session.execute(_SAVE, _save_params(token, state, access_key, now))
+    """Writes the state the rules decided for a token read by `load_for_update`, its
+    keyed columns under `key`, and its event."""
+    session.execute(_SAVE, _save_params(token, state, key, now))
     events.append(session, [event])
 
 
 def find_for_introspection(
-    session: Session, service_api_key: int, *, access_key: str, refresh_key: str | None = None
+    session: Session,
+    service_api_key: int,
+    *,
+    access_key: str,
+    refresh_key: str | None = None,
+    keys: KeyRing,
 ) -> list[FoundToken]:
     params = {"service": service_api_key, "key": access_key, "rkey": refresh_key}
-    return [_found(row, refresh_key) for row in session.execute(_INTROSPECTED, params)]
+    return [_found(row, refresh_key, keys) for row in session.execute(_INTROSPECTED, params)]
 
 
 class SessionTokens:
     """The update's transaction on a unit of work (SQLite: one call per step)."""
 
-    def __init__(self, work: UnitOfWork) -> None:
+    def __init__(self, work: UnitOfWork, keys: KeyRing) -> None:
         self._work = work
+        self._keys = keys
 
     async def load_for_update(
         self,
@@ -440,34 +475,29 @@ class SessionTokens:
     ) -> UpdateTarget | None:
         return await self._work.run_sync(
             load_for_update, service_api_key, access_key=access_key, token_id=token_id,
-            scope_names=scope_names, refresh_key=refresh_key,
+            scope_names=scope_names, refresh_key=refresh_key, keys=self._keys,
         )  # fmt: skip
 
     async def save(
-        self,
-        token: LockedToken,
-        state: TokenState,
-        *,
-        access_key: str,
-        now: int,
-        event: TokenEvent,
+        self, token: LockedToken, state: TokenState, *, now: int, event: TokenEvent
     ) -> None:
-        await self._work.run_sync(save, token, state, access_key=access_key, now=now, event=event)
+        await self._work.run_sync(save, token, state, key=self._keys.current, now=now, event=event)
 
 
 class SessionReads:
     """Introspection's reads on SQLite: a pure read outside the writer's queue, and the
     replay record in a write transaction."""
 
-    def __init__(self, database: ThreadedDatabase) -> None:
+    def __init__(self, database: ThreadedDatabase, keys: KeyRing) -> None:
         self._database = database
+        self._keys = keys
 
     async def find(
         self, service_api_key: int, *, access_key: str, refresh_key: str | None = None
     ) -> list[FoundToken]:
         return await self._database.read(
             find_for_introspection, service_api_key, access_key=access_key,
-            refresh_key=refresh_key,
+            refresh_key=refresh_key, keys=self._keys,
         )  # fmt: skip
 
     async def remember_proof(self, *, key: str, expires_at: int, now: int) -> bool:
@@ -476,22 +506,24 @@ class SessionReads:
 
 
 @asynccontextmanager
-async def writes(database: AsyncDatabase | ThreadedDatabase) -> AsyncIterator[TokenWrites]:
+async def writes(
+    database: AsyncDatabase | ThreadedDatabase, keys: KeyRing
+) -> AsyncIterator[TokenWrites]:
     """The update's transaction, committed when the block ends (app.transactions owns it)."""
     if isinstance(database, AsyncDatabase):
         async with database.pipelined() as connection:
-            yield PostgresTokens(connection)
+            yield PostgresTokens(connection, keys)
         # Committed, with its event: the relay may publish it.
         database.events_committed()
     else:
         async with database.transaction() as work:
-            yield SessionTokens(work)
+            yield SessionTokens(work, keys)
 
 
-def reads(database: AsyncDatabase | ThreadedDatabase) -> TokenReads:
+def reads(database: AsyncDatabase | ThreadedDatabase, keys: KeyRing) -> TokenReads:
     if isinstance(database, AsyncDatabase):
-        return PostgresReads(database)
-    return SessionReads(database)
+        return PostgresReads(database, keys)
+    return SessionReads(database, keys)
 
 
 def insert(session: Session, row: TokenRow) -> None:
@@ -744,6 +776,7 @@ def replace_scopes(
     subject: str,
     scopes: Sequence[str],
     now: int,
+    keys: KeyRing,
 ) -> list[tuple[TokenFacts, TokenState]]:
     """Gives every live token of the subject and the client these scopes: the tokens are
     read under their row locks (so a concurrent update of one of them runs before or
@@ -763,4 +796,4 @@ def replace_scopes(
             .values(scopes=list(scopes), updated_at=now)
             .execution_options(synchronize_session=False)
         )
-    return [(facts_of(row), state_of(row)) for row in rows]
+    return [(facts_of(row), state_of(row, keys)) for row in rows]

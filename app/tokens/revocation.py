@@ -29,6 +29,7 @@ from app.clients.service import client_type_of
 from app.events import service as events
 from app.events.changes import EventType, Origin
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
+from app.kit.keys import KeyRing
 from app.tokens import repository
 from app.tokens.models import TokenRow
 
@@ -123,18 +124,19 @@ def _registered(row: ClientRow) -> Registered:
 
 
 def _find(
-    session: Session, service_api_key: int, token: str, *, refresh_first: bool, hash_key: bytes
+    session: Session, service_api_key: int, token: str, *, refresh_first: bool, keys: KeyRing
 ) -> TokenRow | None:
-    """The token whose access or refresh token value this is; the hint orders the lookups
-    (RFC 7009 section 2.1: a wrong hint only costs the other lookup)."""
+    """The token whose access or refresh token value this is, under any listed key; the
+    hint orders the lookups (RFC 7009 section 2.1: a wrong hint only costs the other
+    lookup)."""
     hash_ = token_hash(token)
-    access = lookup_key(service_api_key, hash_, hash_key)
-    refresh = refresh_lookup_key(service_api_key, hash_, hash_key)
+    access = [lookup_key(service_api_key, hash_, key.secret) for key in keys.keys]
+    refresh = [refresh_lookup_key(service_api_key, hash_, key.secret) for key in keys.keys]
     for is_refresh in (True, False) if refresh_first else (False, True):
         row = (
-            repository.find(session, service_api_key, refresh_keys=[refresh])
+            repository.find(session, service_api_key, refresh_keys=refresh)
             if is_refresh
-            else repository.find(session, service_api_key, access_keys=[access])
+            else repository.find(session, service_api_key, access_keys=access)
         )
         if row is not None:
             return row
@@ -142,7 +144,7 @@ def _find(
 
 
 def _authenticated(
-    session: Session, *, service_api_key: int, form: RevocationForm, hash_key: bytes, now: int
+    session: Session, *, service_api_key: int, form: RevocationForm, keys: KeyRing, now: int
 ) -> Registered | Outcome:
     """The client, authenticated; else the INVALID_CLIENT outcome."""
     try:
@@ -154,7 +156,9 @@ def _authenticated(
         return invalid_client("No such client.")
     client = _registered(row)
     try:
-        assertion = authenticate(client, form.presented, claimed, hash_key=hash_key, now=now)
+        assertion = authenticate(
+            client, form.presented, claimed, hash_key=keys.current.secret, now=now
+        )
     except Refused as refused:
         log.info("revocation refused client_id=%s reason=%s", client.client_id, refused)
         return invalid_client(str(refused))
@@ -171,7 +175,7 @@ def revoke(
     *,
     service_api_key: int,
     form: RevocationForm,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     origin: Origin,
 ) -> Outcome:
@@ -179,14 +183,10 @@ def revoke(
     of another client, or none at all, is left as it is and the answer is still OK (RFC 7009
     section 2.2: the AS answers 200 for an invalid token, and tells a client nothing about
     tokens that are not its own)."""
-    client = _authenticated(
-        session, service_api_key=service_api_key, form=form, hash_key=hash_key, now=now
-    )
+    client = _authenticated(session, service_api_key=service_api_key, form=form, keys=keys, now=now)
     if isinstance(client, Outcome):
         return client
-    token = _find(
-        session, service_api_key, form.token, refresh_first=form.refresh_first, hash_key=hash_key
-    )
+    token = _find(session, service_api_key, form.token, refresh_first=form.refresh_first, keys=keys)
     if token is None:
         return OK
     if token.client_id != client.client_id:

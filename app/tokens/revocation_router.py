@@ -54,7 +54,7 @@ async def revoke(
     else:
         outcome = await work.run_sync(
             revocation.revoke, service_api_key=caller.api_key, form=form,
-            hash_key=context.hash_key, now=context.now, origin=caller.origin,
+            keys=context.keys, now=context.now, origin=caller.origin,
         )  # fmt: skip
     return RevocationOut(
         result_code=outcome.result_code,

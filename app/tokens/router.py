@@ -25,10 +25,11 @@ from app.http import (
     json_response,
     media_type,
 )
+from app.kit.keys import KeyRing
 from app.services import repository as service_repository
 from app.tokens import introspection, repository, service
 from app.tokens.binding import ProofPolicy
-from app.tokens.models import TokenRow
+from app.tokens.models import TokenRow, opened_hash
 from app.tokens.rules import TokenStatus, response_expires_at
 from app.tokens.schemas import (
     FORM_JSON_ONLY,
@@ -96,12 +97,12 @@ async def _update(request: Request, caller: ServiceCaller, body: TokenUpdateIn) 
         refresh_token_hash=body.refresh_token_hash,
     )
     try:
-        async with repository.writes(context.database) as writes:
+        async with repository.writes(context.database, context.keys) as writes:
             result = await service.update(
                 writes,
                 service_api_key=caller.api_key,
                 command=command,
-                hash_key=context.hash_key,
+                keys=context.keys,
                 now=context.now,
                 origin=caller.origin,
             )
@@ -152,7 +153,7 @@ async def create_token(
         service.create,
         service_api_key=caller.api_key,
         command=body.request(),
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
         origin=caller.origin,
     )
@@ -174,10 +175,10 @@ async def create_token(
     )
 
 
-def _listed(row: TokenRow) -> AccessTokenOut:
-    state = row.state()
+def _listed(row: TokenRow, keys: KeyRing) -> AccessTokenOut:
+    state = row.state(keys)
     return AccessTokenOut(
-        refresh_token_hash=row.refresh_hash,
+        refresh_token_hash=opened_hash(row, keys, "refresh"),
         token_id=row.token_id,
         client_id=row.client_id,
         subject=row.subject,
@@ -223,7 +224,7 @@ async def list_tokens(
         else ClientOut.of(found.client).model_dump(by_alias=True, exclude_none=True),
         subject=subject,
         total_count=found.total,
-        access_tokens=None if rows is None else [_listed(row) for row in rows],
+        access_tokens=None if rows is None else [_listed(row, context.keys) for row in rows],
     )
 
 
@@ -238,7 +239,7 @@ async def delete_token(
         service.delete,
         service_api_key=caller.api_key,
         identifier=identifier,
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
         origin=caller.origin,
     )
@@ -259,7 +260,7 @@ async def revoke_tokens(
         refresh_identifier=body.refresh_token_identifier,
         client_identifier=body.client_identifier,
         subject=body.subject,
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
         origin=caller.origin,
     )
@@ -287,10 +288,10 @@ async def introspect_token(
 ) -> Response:
     context = context_of(request)  # the hot path: no dependency to resolve
     result = await introspection.introspect(
-        repository.reads(context.database),
+        repository.reads(context.database, context.keys),
         service_api_key=caller.api_key,
         command=body.command(),
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
         proof_policy=proof_policy(context.settings),
     )
@@ -308,10 +309,10 @@ async def introspect_token_standard(
 ) -> Response:
     context = context_of(request)  # the hot path: no dependency to resolve
     result = await introspection.standard_introspect(
-        repository.reads(context.database),
+        repository.reads(context.database, context.keys),
         service_api_key=caller.api_key,
         command=body.command(),
-        hash_key=context.hash_key,
+        hash_keys=context.keys,
         now=context.now,
         # Called only when a JWT is asked for (RFC 9701): the JSON answer reads no more.
         keys=functools.partial(

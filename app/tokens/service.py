@@ -34,6 +34,7 @@ from app.kit.hashing import (
     refresh_lookup_key,
     token_hash,
 )
+from app.kit.keys import KeyRing
 from app.kit.paging import page_size
 from app.services import repository as services
 from app.tokens import repository
@@ -124,12 +125,16 @@ async def update(
     *,
     service_api_key: int,
     command: UpdateCommand,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     origin: Origin,
 ) -> UpdateResult:
     """Loads the token under its lock (with the scope data the rules may need, in the same
-    round trip), asks the rules, and writes what they decided."""
+    round trip), asks the rules, and writes what they decided.
+
+    A value or hash is looked up under the current key first (one round trip, as before
+    key rotation), then under each older listed key; a token found under an older key is
+    written back under the current one (`writes.save`)."""
     identifier = choose_identifier(
         access_token=command.access_token,
         access_token_hash=command.access_token_hash,
@@ -137,23 +142,28 @@ async def update(
         refresh_token_hash=command.refresh_token_hash,
         token_id=command.token_id,
     )
-    access_key = refresh_key = token_id = None
+    changes = command.changes
+    target = None
     if identifier.kind is Lookup.TOKEN_ID:
-        token_id = identifier.text
+        target = await writes.load_for_update(
+            service_api_key, access_key=None, token_id=identifier.text,
+            scope_names=changes.scopes,
+        )  # fmt: skip
     else:
         hash_ = token_hash(identifier.text) if identifier.kind.by_value else identifier.text
-        if identifier.kind.by_refresh_token:
-            refresh_key = refresh_lookup_key(service_api_key, hash_, hash_key)
-        else:
-            access_key = lookup_key(service_api_key, hash_, hash_key)
-    changes = command.changes
-    target = await writes.load_for_update(
-        service_api_key,
-        access_key=access_key,
-        token_id=token_id,
-        scope_names=changes.scopes,
-        refresh_key=refresh_key,
-    )
+        by_refresh = identifier.kind.by_refresh_token
+        key_of = refresh_lookup_key if by_refresh else lookup_key
+        for key in keys.keys:
+            name = key_of(service_api_key, hash_, key.secret)
+            target = await writes.load_for_update(
+                service_api_key,
+                access_key=None if by_refresh else name,
+                token_id=None,
+                scope_names=changes.scopes,
+                refresh_key=name if by_refresh else None,
+            )
+            if target is not None:
+                break
     if target is None or not is_alive(target.token.state, now):
         raise TokenNotFound("No such token, or its access and refresh tokens have expired.")
     token = target.token
@@ -161,10 +171,6 @@ async def update(
     if changes.scopes is not None:
         policy = scope_policy(target.scopes, target.client)
     decision = apply_update(token.state, changes, policy, now=now, new_value=new_value())
-
-    stored_key = token.access_key
-    if decision.new_value is not None:
-        stored_key = lookup_key(service_api_key, decision.state.access_hash, hash_key)
     event = events.new_event(
         EventType.UPDATED,
         TokenFacts(service_api_key, token.token_id, token.client_id, token.subject),
@@ -173,7 +179,7 @@ async def update(
         before=token.state,
         after=decision.state,
     )
-    await writes.save(token, decision.state, access_key=stored_key, now=now, event=event)
+    await writes.save(token, decision.state, now=now, event=event)
     log.info("token updated token_id=%s regenerated=%s", token.token_id, bool(decision.new_value))
     # The access token's value is shown when the caller sent it or it was just made; named
     # by anything else (a hash, the refresh token, tokenId) it is not known here.
@@ -195,7 +201,7 @@ def create(
     *,
     service_api_key: int,
     command: IssueRequest,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     origin: Origin,
 ) -> CreateResult:
@@ -224,15 +230,12 @@ def create(
         client_id=client.client_id,
         subject=command.subject,
         grant_type=command.grant_type,
-        access_key=lookup_key(service_api_key, issued.state.access_hash, hash_key),
-        refresh_key=None
-        if issued.refresh_hash is None
-        else refresh_lookup_key(service_api_key, issued.refresh_hash, hash_key),
-        refresh_hash=issued.refresh_hash,
         created_at=now,
         updated_at=now,
     )
-    row.store(issued.state)
+    row.store(issued.state, refresh_hash=issued.refresh_hash, key=keys.current)
+    if _in_use_under_older_keys(session, service_api_key, issued, keys):
+        raise BadRequestAction("That accessToken or refreshToken is already in use.")
     try:
         repository.insert(session, row)
     except IntegrityError:
@@ -244,6 +247,26 @@ def create(
     )  # fmt: skip
     log.info("token created token_id=%s client_id=%s", row.token_id, client.client_id)
     return CreateResult(row, issued)
+
+
+def _in_use_under_older_keys(
+    session: Session, service_api_key: int, issued: Issued, keys: KeyRing
+) -> bool:
+    """A caller-chosen value that a token keyed under an older listed key already holds:
+    the unique indexes compare lookup keys, which differ from key to key."""
+    older = keys.keys[1:]
+    if not older:
+        return False
+    hashes = [issued.state.access_hash, issued.refresh_hash]
+    chosen = [h for h in hashes if h is not None]
+    found = repository.find(
+        session, service_api_key,
+        access_keys=[lookup_key(service_api_key, h, k.secret) for h in chosen for k in older],
+        refresh_keys=[
+            refresh_lookup_key(service_api_key, h, k.secret) for h in chosen for k in older
+        ],
+    )  # fmt: skip
+    return found is not None
 
 
 # --- List ----------------------------------------------------------------------------------
@@ -292,25 +315,26 @@ def page(
 
 
 def identifier_keys(
-    service_api_key: int, identifier: str, hash_key: bytes, *, refresh: bool = False
+    service_api_key: int, identifier: str, keys: KeyRing, *, refresh: bool = False
 ) -> list[str]:
-    """Lookup keys for an identifier that is a value or a hash. A 43-character value can
-    look like a hash, so both readings are tried."""
+    """Lookup keys for an identifier that is a value or a hash, under every listed key (one
+    statement: an IN over the unique index). A 43-character value can look like a hash, so
+    both readings are tried."""
     key_of = refresh_lookup_key if refresh else lookup_key
-    keys = [key_of(service_api_key, token_hash(identifier), hash_key)]
+    hashes = [token_hash(identifier)]
     if is_sha256_b64url(identifier):
-        keys.append(key_of(service_api_key, identifier, hash_key))
-    return keys
+        hashes.append(identifier)
+    return [key_of(service_api_key, h, key.secret) for h in hashes for key in keys.keys]
 
 
 def find_by_identifier(
-    session: Session, *, service_api_key: int, identifier: str, hash_key: bytes
+    session: Session, *, service_api_key: int, identifier: str, keys: KeyRing
 ) -> TokenRow | None:
     """By access token value, its hash, or `tokenId`."""
     return repository.find(
         session,
         service_api_key,
-        access_keys=identifier_keys(service_api_key, identifier, hash_key),
+        access_keys=identifier_keys(service_api_key, identifier, keys),
         token_id=identifier,
     )
 
@@ -320,12 +344,12 @@ def delete(
     *,
     service_api_key: int,
     identifier: str,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     origin: Origin,
 ) -> None:
     row = find_by_identifier(
-        session, service_api_key=service_api_key, identifier=identifier, hash_key=hash_key
+        session, service_api_key=service_api_key, identifier=identifier, keys=keys
     )
     if row is None or not repository.delete_row(session, row):
         raise ResourceNotFound("This service has no such token.")
@@ -361,7 +385,7 @@ def revoke(
     refresh_identifier: str | None,
     client_identifier: str | None,
     subject: str | None,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
     origin: Origin,
 ) -> int:
@@ -373,14 +397,14 @@ def revoke(
                 session,
                 service_api_key=service_api_key,
                 identifier=access_identifier,
-                hash_key=hash_key,
+                keys=keys,
             )
         else:
             assert refresh_identifier is not None  # noqa: S101 - narrowed by the branch
             row = repository.find(
                 session, service_api_key,
                 refresh_keys=identifier_keys(
-                    service_api_key, refresh_identifier, hash_key, refresh=True
+                    service_api_key, refresh_identifier, keys, refresh=True
                 ),
             )  # fmt: skip
         if row is None or not repository.delete_row(session, row):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, select
 from app.config import Settings
 from app.kit.hashing import token_hash
 from app.main import create_app
-from app.tokens.models import TokenRow
+from app.tokens.models import TokenRow, opened_hash
 from tests.api.world import World
 
 pytestmark = pytest.mark.anyio
@@ -68,7 +69,7 @@ async def test_concurrent_updates_all_answer_and_the_result_is_one_whole_update(
 
 
 async def test_concurrent_regenerations_of_one_value_let_exactly_one_win(
-    world: World, stored: Any
+    world: World, stored: Any, settings: Settings
 ) -> None:
     token = await world.token()
     responses = await asyncio.gather(
@@ -89,7 +90,11 @@ async def test_concurrent_regenerations_of_one_value_let_exactly_one_win(
     (winner,) = [a for a in answers if a["action"] == "OK"]
     final = stored(token["tokenId"])
     assert final is not None
-    assert final["access_hash"] == token_hash(winner["accessToken"])
+    # Sealed at rest: the winner's value opens from it, under the row's key.
+    assert final["access_hash"] != token_hash(winner["accessToken"])
+    assert opened_hash(SimpleNamespace(**final), settings.key_ring, "access") == token_hash(
+        winner["accessToken"]
+    )
     follow_up = await world.update(accessToken=winner["accessToken"], scopes=["read"])
     assert follow_up["action"] == "OK"
 

@@ -26,6 +26,7 @@ from app.clients.service import ClientSpec
 from app.db import make_sessionmaker
 from app.errors import Conflict
 from app.events.changes import Origin
+from app.kit.keys import KeyRing
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from app.tokens import repository as tokens_repository
@@ -188,13 +189,14 @@ def test_a_token_deleted_by_another_request_after_it_was_read_is_not_deleted_twi
     token_id = created.row.token_id
     with sessions() as late:
         row = tokens.find_by_identifier(
-            late, service_api_key=api_key, identifier=token_id, hash_key=KEY
+            late, service_api_key=api_key, identifier=token_id, keys=KeyRing.single(KEY)
         )
         assert row is not None
         late.commit()  # SQLite: lets the first delete run (PostgreSQL would not need it)
         with sessions() as first:
             tokens.delete(
-                first, service_api_key=api_key, identifier=token_id, hash_key=KEY, now=NOW,
+                first, service_api_key=api_key, identifier=token_id, keys=KeyRing.single(KEY),
+                now=NOW,
                 origin=Origin.of_service(api_key),
             )  # fmt: skip
             first.commit()

@@ -19,6 +19,7 @@ from app.events.changes import EventType, Origin, TokenFacts
 from app.events.service import new_event
 from app.filelock import FileLock
 from app.jobs import AdvisoryTurn, purge_expired, purge_in_turn
+from app.kit.keys import KeyRing
 from app.main import purge_turn_for
 from app.services import service as services
 from app.services.service import ServiceSpec
@@ -26,6 +27,7 @@ from app.tokens import repository
 from app.tokens.models import DpopProofRow, TokenRow
 
 NOW = 1_900_000_000_000
+KEYS = KeyRing.single(b"k" * 32)
 
 
 def seed(engine: Engine, rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -47,7 +49,7 @@ def seed(engine: Engine, rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
             defaults: dict[str, Any] = {
                 "token_id": token_id, "service_api_key": service.api_key,
                 "client_id": client.client_id, "subject": "s", "grant_type": "PASSWORD",
-                "access_key": f"{service.api_key}-a{index}", "access_hash": "h" * 43,
+                "access_key": f"{service.api_key}-a{index}", "access_hash": f"h{index:042d}",
                 "scopes": [], "properties": [], "persistent": False,
                 "for_external_attachment": False, "created_at": NOW, "updated_at": NOW,
                 "refresh_key": None, "refresh_expires_at": None,
@@ -143,12 +145,12 @@ def test_the_purge_runs_beside_live_updates_without_losing_live_tokens(engine: E
                         service_api_key = int(token_id.split("-")[1])
                         target = repository.load_for_update(
                             session, service_api_key, access_key=None, token_id=token_id,
-                            scope_names=None,
+                            scope_names=None, keys=KEYS,
                         )  # fmt: skip
                         assert target is not None
                         token = target.token
                         repository.save(
-                            session, token, token.state, access_key=token.access_key, now=NOW,
+                            session, token, token.state, key=KEYS.current, now=NOW,
                             event=new_event(
                                 EventType.UPDATED,
                                 TokenFacts(service_api_key, token.token_id, token.client_id,

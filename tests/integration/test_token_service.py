@@ -15,6 +15,7 @@ from app.clients.service import ClientSpec
 from app.errors import BadRequestAction, TokenNotFound
 from app.events.changes import Origin
 from app.kit.hashing import lookup_key, token_hash
+from app.kit.keys import KeyRing
 from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from app.tokens import repository
@@ -25,6 +26,7 @@ T = TypeVar("T")
 
 NOW = 1_800_000_000_000
 KEY = b"k" * 32
+KEYS = KeyRing.single(KEY)
 ORIGIN = Origin("test")
 
 
@@ -75,7 +77,7 @@ def create(session: Session, api_key: int, client_id: int, **changes: Any) -> to
         session,
         service_api_key=api_key,
         command=replace(command, **changes),
-        hash_key=KEY,
+        keys=KEYS,
         now=NOW,
         origin=ORIGIN,
     )
@@ -96,10 +98,10 @@ def update(
 ) -> tokens.UpdateResult:
     return asyncio.run(
         tokens.update(
-            repository.SessionTokens(SessionWork(session)),
+            repository.SessionTokens(SessionWork(session), KEYS),
             service_api_key=api_key,
             command=tokens.UpdateCommand(value, None, None, UpdateRequest(**changes)),  # type: ignore[arg-type]
-            hash_key=KEY,
+            keys=KEYS,
             now=now,
             origin=ORIGIN,
         )
@@ -108,7 +110,7 @@ def update(
 
 def locked(session: Session, api_key: int, token_id: str) -> repository.LockedToken | None:
     target = repository.load_for_update(
-        session, api_key, access_key=None, token_id=token_id, scope_names=None
+        session, api_key, access_key=None, token_id=token_id, scope_names=None, keys=KEYS
     )
     return None if target is None else target.token
 
@@ -176,13 +178,13 @@ def test_the_sql_alive_filter_agrees_with_the_rules(
     in_sql = bool(
         repository.page(session, api_key, client_id=None, subject=None, now=NOW, offset=0, limit=5)
     )
-    assert in_sql is is_alive(row.state(), NOW)
+    assert in_sql is is_alive(row.state(KEYS), NOW)
 
 
 def test_a_rejected_update_leaves_the_row_as_it_was(session: Session) -> None:
     api_key, client_id = tenant(session)
     created = create(session, api_key, client_id)
-    before = created.row.state()
+    before = created.row.state(KEYS)
     with pytest.raises(BadRequestAction):
         update(
             session,
