@@ -6,6 +6,14 @@ digest. Service credentials are checked against the process's replica of them
 (app.credentials), without a database round trip. An unknown API key takes the same path
 and the same digest computation as a known one, so response times do not tell which keys
 exist.
+
+Key rotation (app.kit.keys): a service secret is verified under the hash secret its row
+names, and a service access token is looked up under every listed one. A credential that
+verified under an older key moves to the current one at once, in a small transaction of its
+own before the request's work (the request's own, a read perhaps, stays as it was): its
+secret or value is known only while a request carries it. The move runs here, where no
+transaction of the request is open yet: routes declare their unit of work after their
+credentials (app.transactions).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,7 +32,11 @@ from app.credentials import CredentialReplica
 from app.errors import Unauthenticated
 from app.events.changes import Origin
 from app.kit.hashing import secret_digest, service_token_key
+from app.kit.keys import HashKey, KeyRing
 from app.logs import request_id
+from app.services import repository as services
+from app.services.repository import StoredSecret
+from app.transactions import Database
 
 # Compared against when the API key is unknown, so that path does the same work.
 _UNKNOWN_DIGEST = "0" * 64
@@ -99,11 +112,20 @@ async def require_service(request: Request) -> ServiceCaller:
     api_key = int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else 0
     # An unparsable key is looked up as 0, which no service has: the same path as an
     # unknown one.
+    keys = settings_of(request).key_ring
     stored = await replica_of(request).digest_of(api_key)
-    given = secret_digest(secret, settings_of(request).hash_key)
-    matches = hmac.compare_digest(given, stored or _UNKNOWN_DIGEST)
-    if stored is None or not matches:
+    # The key the digest was made with. One no longer listed fails as an unknown API key
+    # does, after the same work: one digest, one comparison against a stand-in.
+    hash_key = None if stored is None else keys.get(stored.key_id)
+    known = None if hash_key is None else stored
+    given = secret_digest(secret, (hash_key or keys.current).secret)
+    matches = hmac.compare_digest(given, _UNKNOWN_DIGEST if known is None else known.digest)
+    if known is None or hash_key is None or not matches:
         raise Unauthenticated("The service credentials are wrong.")
+    if hash_key != keys.current:
+        moved = StoredSecret(secret_digest(secret, keys.current.secret), keys.current.id)
+        await _move(request, ("service", api_key), services.rekey_secret, api_key,
+                    old=known, new=moved)  # fmt: skip
     return _for_path(request, api_key, f"service:{api_key}")
 
 
@@ -111,11 +133,48 @@ async def _bearer_service(request: Request, token: str) -> ServiceCaller:
     """Authlete API v3: a service access token that the operator created."""
     if not token:
         raise Unauthenticated("The Bearer credential is empty.")
-    key = service_token_key(token, settings_of(request).hash_key)
-    owner = await replica_of(request).service_of_token(key)
-    if owner is None:
+    keys = settings_of(request).key_ring
+    # Its key under every listed hash secret, the current one first: against the replica
+    # (a dict) an older key costs one more HMAC, not a round trip.
+    candidates = [service_token_key(token, key.secret) for key in keys.keys]
+    found = await replica_of(request).service_of_token(candidates)
+    hash_key = _found_under(keys, candidates, found)
+    if found is None or hash_key is None:
         raise Unauthenticated("The service access token is unknown or revoked.")
+    token_key, owner = found
+    if hash_key != keys.current:
+        await _move(request, ("service-token", owner.token_id), services.rekey_access_token,
+                    old_key=token_key, old_key_id=hash_key.id, new_key=candidates[0],
+                    new_key_id=keys.current.id)  # fmt: skip
     return _for_path(request, owner.api_key, f"service-token:{owner.token_id}")
+
+
+def _found_under(
+    keys: KeyRing, candidates: list[str], found: tuple[str, services.BearerOwner] | None
+) -> HashKey | None:
+    """The listed key a service access token was found under, if its row names that key
+    (a key found under another than its row's was not made with it)."""
+    if found is None:
+        return None
+    token_key, owner = found
+    key = keys.keys[candidates.index(token_key)]
+    return key if key.id == owner.key_id else None
+
+
+async def _move(
+    request: Request, credential: tuple[str, object], write: Callable[..., bool],
+    *args: object, **kwargs: object,
+) -> None:  # fmt: skip
+    """Moves a credential that verified under an older key to the current one: `write`
+    (guarded: it changes the row only if it is still under the old key, and announces the
+    change, so every process's replica reloads) in a transaction of its own."""
+    database: Database = request.app.state.database
+
+    async def in_own_transaction() -> None:
+        async with database.transaction() as work:
+            await work.run_sync(write, *args, **kwargs)
+
+    await replica_of(request).move(credential, in_own_transaction)
 
 
 def _for_path(request: Request, api_key: int, actor: str) -> ServiceCaller:

@@ -1,8 +1,9 @@
-"""`tokenstore serve` and `tokenstore migrate`."""
+"""`tokenstore serve`, `migrate`, `purge-expired`, and the key rotation's `keys` and `rekey`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -11,11 +12,12 @@ import sys
 import uvicorn
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from uvicorn.supervisors import Multiprocess
 
-from app import jobs, logs, metrics, server
+from app import jobs, keyring, logs, metrics, server
 from app.clock import system_clock
 from app.config import ConfigError, Settings
 from app.db import is_sqlite, make_engine, make_sessionmaker
@@ -38,13 +40,55 @@ def _settings() -> Settings:
     return settings
 
 
-def migrate(settings: Settings) -> None:
+def migrate(settings: Settings, *, force: bool = False) -> None:
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         upgrade(engine)
+        log.info("database schema is at head")
+        check_keys(engine, settings, force=force)
     finally:
         engine.dispose()
-    log.info("database schema is at head")
+
+
+def check_keys(engine: Engine, settings: Settings, *, force: bool) -> None:
+    """Refuses to start when rows depend on a hash secret that is no longer listed: they
+    could never be used again. `--force` starts anyway, saying what is lost."""
+    problem = keyring.refusal(keyring.count(keyring.read_sessions(engine), settings.key_ring))
+    if problem is None:
+        return
+    if force:
+        log.warning("starting with --force although %s: they cannot be used", problem)
+        return
+    raise ConfigError(
+        f"Refusing to start: {problem}. Without its key a row cannot be used: list the key "
+        "again in TOKENSTORE_HASH_SECRETS (after the current one) until `tokenstore keys` "
+        "shows nothing depends on it, or start with --force to accept losing those rows."
+    )
+
+
+def _schema_at_head(settings: Settings) -> None:
+    if not schema_is_current(settings):
+        raise ConfigError("The database schema is not at head; run `tokenstore migrate` first.")
+
+
+def keys(settings: Settings, *, as_json: bool) -> None:
+    _schema_at_head(settings)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        rows = keyring.count(keyring.read_sessions(engine), settings.key_ring)
+    finally:
+        engine.dispose()
+    print(json.dumps(rows.document(), indent=2) if as_json else rows.table())  # noqa: T201
+
+
+def rekey(settings: Settings, *, batch_size: int) -> None:
+    _schema_at_head(settings)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        report = keyring.rekey(engine, settings.key_ring, batch_size=batch_size)
+    finally:
+        engine.dispose()
+    print(report.summary())  # noqa: T201 - the command's answer
 
 
 def purge(settings: Settings, *, batch_size: int) -> None:
@@ -74,11 +118,16 @@ def schema_is_current(settings: Settings) -> bool:
     return current == head
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int) -> None:
+def serve(settings: Settings, *, host: str, port: int, workers: int, force: bool = False) -> None:
     if is_sqlite(settings.database_url):
-        migrate(settings)  # the embedded default brings itself up to date
-    elif not schema_is_current(settings):
-        raise ConfigError("The database schema is not at head; run `tokenstore migrate` first.")
+        migrate(settings, force=force)  # the embedded default brings itself up to date
+    else:
+        _schema_at_head(settings)
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            check_keys(engine, settings, force=force)
+        finally:
+            engine.dispose()
     if settings.env == "development":
         log.info("development mode: secrets come from %s", settings.data_dir / "dev-secrets.json")
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -130,7 +179,24 @@ def main(argv: list[str] | None = None) -> int:
         help="purge expired tokens every SECONDS inside the server (default: never, or "
         "TOKENSTORE_PURGE_INTERVAL_SECONDS)",
     )
-    commands.add_parser("migrate", help="bring the database schema up to date")
+    force_help = (
+        "start even when rows depend on a hash secret that TOKENSTORE_HASH_SECRETS no "
+        "longer lists (they are lost)"
+    )
+    serve_parser.add_argument("--force", action="store_true", help=force_help)
+    migrate_parser = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate_parser.add_argument("--force", action="store_true", help=force_help)
+    keys_parser = commands.add_parser(
+        "keys", help="count the rows of each kind that depend on each hash secret key id"
+    )
+    keys_parser.add_argument("--json", action="store_true", help="print a JSON object")
+    rekey_parser = commands.add_parser(
+        "rekey", help="move every token to the current hash secret, in batches, online"
+    )
+    rekey_parser.add_argument(
+        "--batch-size", type=int, default=keyring.REKEY_BATCH_SIZE, metavar="N",
+        help=f"token rows per transaction (default {keyring.REKEY_BATCH_SIZE})",
+    )  # fmt: skip
     purge_parser = commands.add_parser(
         "purge-expired", help="delete tokens whose access and refresh tokens have expired"
     )
@@ -144,11 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings()
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "migrate":
-            migrate(settings)
+            migrate(settings, force=args.force)
         elif args.command == "purge-expired":
             purge(settings, batch_size=args.batch_size or settings.purge_batch_size)
+        elif args.command == "keys":
+            keys(settings, as_json=args.json)
+        elif args.command == "rekey":
+            if args.batch_size < 1:
+                parser.error("--batch-size must be at least 1")
+            rekey(settings, batch_size=args.batch_size)
         else:
-            serve(settings, host=args.host, port=args.port, workers=args.workers)
+            serve(settings, host=args.host, port=args.port, workers=args.workers, force=args.force)
     except ConfigError as error:
         print(f"tokenstore: {error}", file=sys.stderr)  # noqa: T201
         return 2

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # The expired-token purge inside `serve`: every this many seconds (0: never).
     purge_interval_seconds: int = Field(default=0, ge=0)
     purge_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # How often `serve` counts the rows that depend on each hash secret for the metric
+    # `tokenstore_keyed_rows` (app.keyring; 0: never).
+    keyed_rows_interval_seconds: int = Field(default=60, ge=0)
     # The event log (app.events): how long the purge keeps events, the NATS server the
     # relay publishes them to (None: no publishing; history and the poll feed stay on),
     # and how often the relay looks for new events when no notification woke it.

@@ -34,7 +34,7 @@ import collections
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from app.db import is_sqlite, libpq_url, sqlite_file
 from app.services import repository as services
-from app.services.repository import CREDENTIALS_CHANNEL, Credentials
+from app.services.repository import CREDENTIALS_CHANNEL, BearerOwner, Credentials, StoredSecret
 
 log = logging.getLogger("tokenstore.credentials")
 
@@ -74,22 +74,47 @@ class CredentialReplica:
     _feed: _ChangeFeed | None = None
     _task: asyncio.Task[None] | None = None
     _reload: asyncio.Event = field(default_factory=asyncio.Event)
+    # The credentials this process is moving to the current key (`move`).
+    _moving: set[Hashable] = field(default_factory=set)
 
-    async def digest_of(self, api_key: int) -> str | None:
+    async def digest_of(self, api_key: int) -> StoredSecret | None:
         copy = self._current()
         if copy is None:
-            digest: str | None = await self.read(services.secret_digest_of, api_key)
-            return digest
+            stored: StoredSecret | None = await self.read(services.secret_digest_of, api_key)
+            return stored
         return copy.credentials.digests.get(api_key)
 
-    async def service_of_token(self, token_key: str) -> services.BearerOwner | None:
+    async def service_of_token(self, token_keys: Sequence[str]) -> tuple[str, BearerOwner] | None:
+        """The first of `token_keys` (a value's key under each listed hash secret, the
+        current one first) that is stored, and its owner."""
         copy = self._current()
         if copy is None:
-            owner: services.BearerOwner | None = await self.read(
-                services.service_of_access_token, token_key
+            found: tuple[str, BearerOwner] | None = await self.read(
+                services.service_of_access_token, token_keys
             )
-            return owner
-        return copy.credentials.bearer.get(token_key)
+            return found
+        bearer = copy.credentials.bearer
+        for token_key in token_keys:
+            owner = bearer.get(token_key)
+            if owner is not None:
+                return token_key, owner
+        return None
+
+    async def move(self, credential: Hashable, write: Callable[[], Awaitable[object]]) -> None:
+        """Runs `write`, which moves a credential verified under an older key to the
+        current one (in a transaction of its own, announced), unless this process is
+        moving it already: the requests that carry it meanwhile do not queue for the same
+        no-op write. A failure only leaves the credential where it was (it stays valid and
+        moves at its next use), so it is logged, not raised."""
+        if credential in self._moving:
+            return
+        self._moving.add(credential)
+        try:
+            await write()
+        except Exception as error:  # the database is down or busy: the request goes on
+            log.warning("credential not moved to the current key: %s", type(error).__name__)
+        finally:
+            self._moving.discard(credential)
 
     def _current(self) -> _Copy | None:
         if self._task is None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI, Response
 from sqlalchemy import Engine
 from starlette.convertors import Convertor, register_url_convertor
 
-from app import jobs, logs
+from app import jobs, keyring, logs
 from app.clients.router import router as clients_router
 from app.clock import Clock, system_clock
 from app.config import Settings
@@ -117,6 +117,28 @@ async def periodic_purge(settings: Settings, clock: Clock) -> AsyncIterator[None
 
 
 @asynccontextmanager
+async def keyed_rows_metric(settings: Settings) -> AsyncIterator[None]:
+    """The counts of `tokenstore_keyed_rows` (app.keyring), refreshed in every process on
+    an engine of its own, off the event loop."""
+    if settings.keyed_rows_interval_seconds <= 0:
+        yield
+        return
+    engine = make_engine(settings.database_url, pool_size=1)
+    observe = asyncio.create_task(
+        keyring.observe_periodically(
+            keyring.read_sessions(engine),
+            settings.key_ring,
+            interval_seconds=settings.keyed_rows_interval_seconds,
+        )
+    )
+    try:
+        yield
+    finally:
+        observe.cancel()
+        engine.dispose()
+
+
+@asynccontextmanager
 async def event_relay(
     settings: Settings, clock: Clock, database: AsyncDatabase | ThreadedDatabase
 ) -> AsyncIterator[None]:
@@ -149,7 +171,11 @@ def create_app(settings: Settings, *, clock: Clock = system_clock) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with periodic_purge(settings, clock), event_relay(settings, clock, database):
+        async with (
+            periodic_purge(settings, clock),
+            event_relay(settings, clock, database),
+            keyed_rows_metric(settings),
+        ):
             tune_garbage_collector()
             yield
         await credentials.close()

@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +68,16 @@ EVENTS_PUBLISH_FAILURES = Counter(
     "tokenstore_events_publish_failures_total",
     "Publishing rounds that stopped at a failure (the broker down or slow).",
 )
+# Key rotation (app.keyring): rows per kind and key id, counted by each process every
+# TOKENSTORE_KEYED_ROWS_INTERVAL_SECONDS (a table scan, so never per scrape); a scrape
+# shows the latest count of the living processes.
+KEYED_ROWS = Gauge(
+    "tokenstore_keyed_rows",
+    "Rows that depend on each hash secret, by kind (tokens, unsealed_tokens, "
+    "service_secrets, service_access_tokens, client_secrets) and key id.",
+    ["kind", "key_id"],
+    multiprocess_mode="livemostrecent",
+)
 
 
 _DIRECTORY = re.compile(r"tokenstore-metrics-(\d+)-\w+")
@@ -111,6 +121,17 @@ def observe_pool(pool: Pool, *, hot_path_in_use: int = 0) -> None:
     if isinstance(pool, QueuePool):
         POOL_IN_USE.set(pool.checkedout() + hot_path_in_use)
         POOL_SIZE.set(pool.size())
+
+
+def observe_keyed_rows(
+    samples: Iterable[tuple[str, str, int]], *, gone: Iterable[tuple[str, str]] = ()
+) -> None:
+    """Sets `tokenstore_keyed_rows` to each (kind, key id, rows), and to 0 for the labels of
+    an earlier count that this one no longer has (a multiprocess gauge cannot drop them)."""
+    for kind, key_id, rows in samples:
+        KEYED_ROWS.labels(kind, key_id).set(rows)
+    for kind, key_id in gone:
+        KEYED_ROWS.labels(kind, key_id).set(0)
 
 
 def metrics_endpoint(request: Request) -> Response:

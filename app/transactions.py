@@ -397,7 +397,7 @@ class ThreadedDatabase:
         self._read_sessions = make_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}))
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._writer = asyncio.Lock()
-        self._between_processes = _lock_beside(url)
+        self._between_processes = lock_beside(url)
         # Called after a commit that appended token events: wakes the relay (app.events).
         self.after_events: Callable[[], None] | None = None
 
@@ -488,8 +488,10 @@ class ThreadedDatabase:
             self._between_processes.close()
 
 
-def _lock_beside(url: str) -> FileLock | None:
-    """`<database>.lock`; an in-memory database has no file and no other process."""
+def lock_beside(url: str) -> FileLock | None:
+    """`<database>.lock`, the SQLite writers' turn between processes (a job that writes
+    beside a server, `tokenstore rekey`, queues on it too); an in-memory database has no
+    file and no other process."""
     database = sqlite_file(url)
     return None if database is None else FileLock(f"{database}.lock")
 

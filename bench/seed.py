@@ -21,6 +21,7 @@ from app.clients import service as clients
 from app.clients.service import ClientSpec
 from app.db import make_sessionmaker
 from app.kit.hashing import encode_value, lookup_key, token_hash
+from app.kit.keys import KeyRing
 from app.services import service as services
 from app.services.service import ServiceSpec
 
@@ -40,18 +41,19 @@ class Seeded:
 
 def seed(engine: Engine, *, tokens: int, hash_key: bytes, sample_size: int = 20_000) -> Seeded:
     now = time.time_ns() // 1_000_000
+    keys = KeyRing.single(hash_key)  # the server's TOKENSTORE_HASH_SECRET
     with make_sessionmaker(engine).begin() as session:
         service, secret = services.create(
             session,
             spec=ServiceSpec("bench", None, (), 86_400, 864_000),
-            hash_key=hash_key,
+            keys=keys,
             now=now,
         )
         client = clients.create(
             session,
             service_api_key=service.api_key,
             spec=ClientSpec("bench", None, None, None, None),
-            hash_key=hash_key,
+            keys=keys,
             now=now,
         ).row
         api_key, client_id = service.api_key, client.client_id

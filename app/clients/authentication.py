@@ -5,7 +5,9 @@ Methods (Authlete's `ClientAuthMethod` names):
 - NONE: a public client names itself (`client_id`) and proves nothing.
 - CLIENT_SECRET_BASIC / CLIENT_SECRET_POST (RFC 6749 section 2.3.1): the secret from the
   `Authorization: Basic` header (passed to the API as `clientId`/`clientSecret`) or from the
-  form (`client_id`/`client_secret`). Compared as keyed digests, in constant time.
+  form (`client_id`/`client_secret`). Compared as keyed digests, in constant time, under the
+  hash secret the stored digest names (app.kit.keys); one verified under an older key is
+  answered with its digest under the current key, for the shell to store.
 - TLS_CLIENT_AUTH (RFC 8705 section 2.1.1): the certificate's subject DN is the one registered.
 - PRIVATE_KEY_JWT (RFC 7523 section 3, OpenID Connect Core section 9): a JWT signed with a
   key of the client's JWK set; the shell records its `jti` so that it is used once.
@@ -28,6 +30,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from app.kit.keys import KeyRing
+
 if TYPE_CHECKING:
     from joserfc.jwk import KeySetSerialization
 
@@ -35,6 +39,9 @@ SECRET_BYTES = 32  # 256 random bits, base64url: 43 characters
 # Authlete's `client_secret_update_request`: only A-Z a-z 0-9 - _, at most 86 characters.
 _SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{1,86}")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 2.2
+# Compared against when there is no digest to verify under (its key is no longer listed),
+# so that a refusal does the same work as a wrong secret.
+_NO_DIGEST = "0" * 64
 # Asymmetric algorithms only: PRIVATE_KEY_JWT is signed with a private key (the HMAC
 # algorithms belong to CLIENT_SECRET_JWT, which tokenstore does not offer).
 ASSERTION_ALGORITHMS = (
@@ -207,6 +214,7 @@ class Registered:
     client_type: ClientType
     method: AuthMethod
     secret_digest: str | None
+    secret_key_id: str  # the hash secret the digest was made with
     tls_subject_dn: str | None
     jwks: str | None
 
@@ -220,11 +228,24 @@ class AssertionUse:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class SecretRekey:
+    """A client secret verified under an older key: the shell stores its digest under the
+    current key (`digest`, `key_id`) in place of the one verified (`old_digest`), if the row
+    still holds that one."""
+
+    old_digest: str
+    old_key_id: str
+    digest: str
+    key_id: str
+
+
 def authenticate(
-    client: Registered, presented: Presented, claimed: Claim, *, hash_key: bytes, now: int
-) -> AssertionUse | None:
+    client: Registered, presented: Presented, claimed: Claim, *, keys: KeyRing, now: int
+) -> AssertionUse | SecretRekey | None:
     """Raises Refused unless the client proved who it is by its registered method. Answers
-    the assertion the shell must record as used, if the method is PRIVATE_KEY_JWT."""
+    what the shell must write: the assertion to record as used (PRIVATE_KEY_JWT), or the
+    secret's digest under the current key when it verified under an older one."""
     if client.method is AuthMethod.NONE:
         if claimed.method is not None:
             raise Refused("This client is public: it has no credentials to present.")
@@ -243,10 +264,23 @@ def authenticate(
         secret = presented.form_secret
     if secret is None or client.secret_digest is None:
         raise Refused("The client secret is wrong.")
-    presented_digest = secret_digest(client.client_id, secret, hash_key)
-    if not hmac.compare_digest(presented_digest, client.secret_digest):
+    # Under the key the digest names; one no longer listed refuses the secret as a wrong
+    # one, after the same work.
+    key = keys.get(client.secret_key_id)
+    stored = None if key is None else client.secret_digest
+    presented_digest = secret_digest(client.client_id, secret, (key or keys.current).secret)
+    matches = hmac.compare_digest(presented_digest, _NO_DIGEST if stored is None else stored)
+    if key is None or stored is None or not matches:
         raise Refused("The client secret is wrong.")
-    return None
+    if key == keys.current:
+        return None
+    current = keys.current
+    return SecretRekey(
+        old_digest=stored,
+        old_key_id=key.id,
+        digest=secret_digest(client.client_id, secret, current.secret),
+        key_id=current.id,
+    )
 
 
 def _check_certificate(client: Registered, pem: str | None) -> None:

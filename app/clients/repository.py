@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,6 +108,32 @@ def flush(session: Session) -> None:
         raise
 
 
+def rekey_secret(
+    session: Session,
+    service_api_key: int,
+    client_id: int,
+    *,
+    old_digest: str,
+    old_key_id: str,
+    digest: str,
+    key_id: str,
+) -> bool:
+    """Moves the client's secret digest to another key (its secret is known only while a
+    request carries it), if the row still holds the one verified: a concurrent move or a
+    new secret meanwhile wins. False: nothing moved."""
+    result = session.execute(
+        update(ClientRow)
+        .where(
+            ClientRow.service_api_key == service_api_key,
+            ClientRow.client_id == client_id,
+            ClientRow.client_secret_digest == old_digest,
+            ClientRow.secret_key_id == old_key_id,
+        )
+        .values(client_secret_digest=digest, secret_key_id=key_id)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def delete_client(session: Session, service_api_key: int, client_id: int) -> bool:
     """Deletes the client; its tokens go with it (ON DELETE CASCADE)."""
     result = session.execute(
@@ -116,3 +142,14 @@ def delete_client(session: Session, service_api_key: int, client_id: int) -> boo
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def count_secrets_by_key(session: Session) -> list[tuple[str, int]]:
+    """Clients that have a secret, per key id of its digest (`tokenstore keys`, the
+    metric); across every service."""
+    statement = (
+        select(ClientRow.secret_key_id, func.count())
+        .where(ClientRow.client_secret_digest.is_not(None))
+        .group_by(ClientRow.secret_key_id)
+    )
+    return [(key_id, rows) for key_id, rows in session.execute(statement)]

@@ -32,7 +32,7 @@ async def create_client(
         service.create,
         service_api_key=caller.api_key,
         spec=body.spec(),
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
     )
     return ClientOut.saved(saved)
@@ -79,7 +79,7 @@ async def update_client(
         service_api_key=caller.api_key,
         client_id=client_id,
         spec=body.spec(),
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
     )
     return ClientOut.saved(saved)
@@ -106,7 +106,7 @@ async def refresh_client_secret(
     """A new generated secret for a confidential client (Authlete's A148001)."""
     secret = await work.run_sync(
         service.set_secret, service_api_key=caller.api_key, identifier=identifier,
-        secret=None, hash_key=context.hash_key, now=context.now,
+        secret=None, keys=context.keys, now=context.now,
     )  # fmt: skip
     return ClientSecretOut(
         result_code="CLIENT_SECRET_REFRESHED",
@@ -126,7 +126,7 @@ async def update_client_secret(
     """The secret the caller chose for a confidential client (Authlete's A149001)."""
     secret = await work.run_sync(
         service.set_secret, service_api_key=caller.api_key, identifier=identifier,
-        secret=body.client_secret, hash_key=context.hash_key, now=context.now,
+        secret=body.client_secret, keys=context.keys, now=context.now,
     )  # fmt: skip
     return ClientSecretOut(
         result_code="CLIENT_SECRET_UPDATED",

@@ -24,6 +24,7 @@ from app.clients.models import ClientRow
 from app.errors import Conflict, InvalidValue, ResourceNotFound
 from app.events.changes import Origin
 from app.kit.hashing import b64url
+from app.kit.keys import KeyRing
 from app.kit.paging import check_range
 from app.services.service import new_api_key
 from app.tokens import service as tokens
@@ -114,7 +115,7 @@ def _apply_keys(row: ClientRow, spec: ClientSpec) -> None:
         row.refresh_token_duration = spec.refresh_token_duration or None
 
 
-def _apply_credentials(row: ClientRow, spec: ClientSpec, hash_key: bytes) -> str | None:
+def _apply_credentials(row: ClientRow, spec: ClientSpec, keys: KeyRing) -> str | None:
     """Writes the authentication settings a request gives; answers a new secret when the
     client became confidential without one (public clients have none)."""
     client_type, method = _settled(row, spec)
@@ -130,9 +131,15 @@ def _apply_credentials(row: ClientRow, spec: ClientSpec, hash_key: bytes) -> str
         return None
     if row.client_secret_digest is None:
         secret = new_secret()
-        row.client_secret_digest = secret_digest(row.client_id, secret, hash_key)
+        _store_secret(row, secret, keys)
         return secret
     return None
+
+
+def _store_secret(row: ClientRow, secret: str, keys: KeyRing) -> None:
+    """The secret's digest under the current key, and that key's id."""
+    row.client_secret_digest = secret_digest(row.client_id, secret, keys.current.secret)
+    row.secret_key_id = keys.current.id
 
 
 def _check_alias(session: Session, service_api_key: int, spec: ClientSpec, client_id: int) -> None:
@@ -147,7 +154,7 @@ def _alias_conflict(spec: ClientSpec) -> Conflict:
 
 
 def create(
-    session: Session, *, service_api_key: int, spec: ClientSpec, hash_key: bytes, now: int
+    session: Session, *, service_api_key: int, spec: ClientSpec, keys: KeyRing, now: int
 ) -> Saved:
     client_id = new_api_key()
     _check_alias(session, service_api_key, spec, client_id)
@@ -162,7 +169,7 @@ def create(
         created_at=now,
         modified_at=now,
     )
-    secret = _apply_credentials(row, spec, hash_key)
+    secret = _apply_credentials(row, spec, keys)
     try:
         repository.insert(session, row)
     except repository.AliasTaken:
@@ -192,7 +199,7 @@ def update(
     service_api_key: int,
     client_id: int,
     spec: ClientSpec,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
 ) -> Saved:
     row = repository.get_for_update(session, service_api_key, client_id)
@@ -209,7 +216,7 @@ def update(
         row.requestable_scopes_enabled = spec.requestable_scopes_enabled
     if spec.requestable_scopes is not None:
         row.requestable_scopes = list(dict.fromkeys(spec.requestable_scopes))
-    secret = _apply_credentials(row, spec, hash_key)
+    secret = _apply_credentials(row, spec, keys)
     row.modified_at = now
     try:
         repository.flush(session)
@@ -224,7 +231,7 @@ def set_secret(
     service_api_key: int,
     identifier: str,
     secret: str | None,
-    hash_key: bytes,
+    keys: KeyRing,
     now: int,
 ) -> str:
     """Replaces a confidential client's secret with `secret`, or with a new one when None.
@@ -243,7 +250,7 @@ def set_secret(
         secret = new_secret()
     elif not is_secret_form(secret):
         raise InvalidValue("clientSecret is 1 to 86 characters of A-Z a-z 0-9 - _.")
-    row.client_secret_digest = secret_digest(row.client_id, secret, hash_key)
+    _store_secret(row, secret, keys)
     row.modified_at = now
     repository.flush(session)
     return secret

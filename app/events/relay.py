@@ -31,7 +31,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio.to_thread
@@ -65,6 +65,7 @@ MAX_BACKOFF_S = 5.0
 LINGER_S = 0.005
 NOTIFY_INTERVAL_S = 0.02
 COUNT_EVERY_S = 2.0
+FAILURE_LOG_EVERY_S = 30.0
 
 
 class PartlyPublished(Exception):
@@ -95,12 +96,14 @@ class JetStreamPublisher:
         self._url = url
         self._client: Nats | None = None
         self._stream: JetStreamContext | None = None
+        self._closing = False
 
     async def _jetstream(self) -> JetStreamContext:
         if self._stream is not None and self._client is not None and self._client.is_connected:
             return self._stream
         if self._client is None or self._client.is_closed:
-            self._client = await _connect(self._url)
+            self._client = await _connect(self._url, self._disconnected, self._reconnected)
+            log.info("NATS connected: publishing token events")
         if not self._client.is_connected:
             raise ConnectionError("the NATS server is not reachable (reconnecting)")
         stream = self._client.jetstream(timeout=PUBLISH_TIMEOUT_S)
@@ -128,13 +131,27 @@ class JetStreamPublisher:
             raise PartlyPublished(done) from error
         return done
 
+    async def _disconnected(self) -> None:
+        # Also called when a client is closed (ours at shutdown, or one whose first
+        # connection failed): only a connection that was up and is not being closed is lost.
+        if not self._closing and self._client is not None and not self._client.is_closed:
+            log.warning("NATS connection lost: events wait in the log until it is back")
+
+    async def _reconnected(self) -> None:
+        log.info("NATS connection back")
+
     async def close(self) -> None:
+        self._closing = True
         if self._client is not None and not self._client.is_closed:
             with contextlib.suppress(Exception):
                 await self._client.close()
 
 
-async def _connect(url: str) -> Nats:
+async def _connect(
+    url: str,
+    disconnected: Callable[[], Awaitable[None]],
+    reconnected: Callable[[], Awaitable[None]],
+) -> Nats:
     """A connection that, once made, reconnects by itself for as long as it takes.
 
     The first connection is bounded: with unlimited reconnection, nats-py's `connect` keeps
@@ -153,8 +170,8 @@ async def _connect(url: str) -> Nats:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,  # type: ignore[arg-type]
                 error_cb=_quiet,
-                disconnected_cb=_disconnected,
-                reconnected_cb=_reconnected,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
             ),
             CONNECT_TIMEOUT_S,
         )
@@ -167,14 +184,6 @@ async def _connect(url: str) -> Nats:
 
 async def _quiet(error: Exception) -> None:
     log.debug("NATS: %s", type(error).__name__)
-
-
-async def _disconnected() -> None:
-    log.warning("NATS connection lost: events wait in the log until it is back")
-
-
-async def _reconnected() -> None:
-    log.info("NATS connection back")
 
 
 class Leadership(Protocol):
@@ -328,6 +337,8 @@ class Relay:
             self._notifier = None
         self._task: asyncio.Task[None] | None = None
         self._counted_at = -COUNT_EVERY_S
+        self._failing_since: float | None = None
+        self._failure_logged_at = 0.0
 
     def wake(self) -> None:
         """After a commit that appended events, in this process."""
@@ -408,16 +419,28 @@ class Relay:
     async def _publish(self, pending: list[repository.Pending]) -> int:
         assert self._publisher is not None  # noqa: S101 - callers checked
         try:
-            return await self._publisher.publish(pending)
+            done = await self._publisher.publish(pending)
         except PartlyPublished as stopped:
-            cause = stopped.__cause__ or stopped
-            metrics.EVENTS_PUBLISH_FAILURES.inc()
-            log.warning("event publishing failed: %s; events wait in the log", _describe(cause))
+            self._failed(stopped.__cause__ or stopped)
             return stopped.done
         except Exception as error:
-            metrics.EVENTS_PUBLISH_FAILURES.inc()
-            log.warning("event publishing failed: %s; events wait in the log", _describe(error))
+            self._failed(error)
             return 0
+        if self._failing_since is not None:
+            log.info("event publishing works again: the waiting events are being published")
+            self._failing_since = None
+        return done
+
+    def _failed(self, error: BaseException) -> None:
+        """Counts every failed round; logs the first of an outage and then one a
+        `FAILURE_LOG_EVERY_S`, not one per poll."""
+        metrics.EVENTS_PUBLISH_FAILURES.inc()
+        moment = time.monotonic()
+        if self._failing_since is None or moment - self._failure_logged_at >= FAILURE_LOG_EVERY_S:
+            log.warning("event publishing failed: %s; events wait in the log", _describe(error))
+            self._failure_logged_at = moment
+        if self._failing_since is None:
+            self._failing_since = moment
 
     async def _mark(self, published: list[repository.Pending]) -> None:
         if not published:

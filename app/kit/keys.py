@@ -82,6 +82,17 @@ class KeyRing:
     def ids(self) -> tuple[str, ...]:
         return tuple(key.id for key in self.keys)
 
+    @property
+    def lookup_order(self) -> tuple[HashKey, ...]:
+        """The keys to look a value up under, one lookup each: the current key first, each
+        older one, then the current key again. A row moves only to the current key (an
+        update, `tokenstore rekey`), so one that moved between two lookups of the same
+        request is found by the last; without it, a lookup blocked on the row lock under
+        an older key finds nothing once the mover commits."""
+        if len(self.keys) == 1:
+            return self.keys
+        return (*self.keys, self.current)
+
     def get(self, key_id: str) -> HashKey | None:
         for key in self.keys:
             if key.id == key_id:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import String, any_, bindparam, delete, func, select, text
+from sqlalchemy import String, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
@@ -32,31 +32,46 @@ def announce_credentials_changed(session: Session) -> None:
     session.info.setdefault(CREDENTIALS_CHANGED, []).append(payload)
 
 
+class StoredSecret(NamedTuple):
+    """A service's API secret at rest: its digest, and the id of the hash secret it was
+    made with (app.kit.keys)."""
+
+    digest: str
+    key_id: str
+
+
 class BearerOwner(NamedTuple):
-    """Whose a service access token is: its service, and its own id (an event's actor)."""
+    """Whose a service access token is: its service, its own id (an event's actor), and
+    the id of the hash secret its stored key was made with."""
 
     api_key: int
     token_id: str
+    key_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    digests: dict[int, str]  # API key -> digest of the API secret
-    bearer: dict[str, BearerOwner]  # service access token key -> its service and id
+    digests: dict[int, StoredSecret]  # API key -> the API secret's digest and its key id
+    bearer: dict[str, BearerOwner]  # service access token key -> its service, id and key id
 
 
 def all_credentials(session: Session) -> Credentials:
-    digests = session.execute(select(ServiceRow.api_key, ServiceRow.secret_digest))
+    digests = session.execute(
+        select(ServiceRow.api_key, ServiceRow.secret_digest, ServiceRow.secret_key_id)
+    )
     bearer = session.execute(
         select(
             ServiceAccessTokenRow.token_key,
             ServiceAccessTokenRow.service_api_key,
             ServiceAccessTokenRow.token_id,
+            ServiceAccessTokenRow.key_id,
         )
     )
     return Credentials(
-        digests={api_key: digest for api_key, digest in digests},  # noqa: C416 - rows, not pairs
-        bearer={key: BearerOwner(api_key, token_id) for key, api_key, token_id in bearer},
+        digests={api_key: StoredSecret(digest, key_id) for api_key, digest, key_id in digests},
+        bearer={
+            key: BearerOwner(api_key, token_id, key_id) for key, api_key, token_id, key_id in bearer
+        },
     )
 
 
@@ -65,12 +80,35 @@ def get(session: Session, api_key: int) -> ServiceRow | None:
 
 
 # Built once: the credential check runs on every request.
-_SECRET_DIGEST = select(ServiceRow.secret_digest).where(ServiceRow.api_key == bindparam("api_key"))
+_SECRET_DIGEST = select(ServiceRow.secret_digest, ServiceRow.secret_key_id).where(
+    ServiceRow.api_key == bindparam("api_key")
+)
 
 
-def secret_digest_of(session: Session, api_key: int) -> str | None:
-    """The stored digest of the service's API secret, None for an unknown service."""
-    return session.scalar(_SECRET_DIGEST, {"api_key": api_key})
+def secret_digest_of(session: Session, api_key: int) -> StoredSecret | None:
+    """The stored digest of the service's API secret and its key id, None for an unknown
+    service."""
+    row = session.execute(_SECRET_DIGEST, {"api_key": api_key}).first()
+    return None if row is None else StoredSecret(row.secret_digest, row.secret_key_id)
+
+
+def rekey_secret(session: Session, api_key: int, *, old: StoredSecret, new: StoredSecret) -> bool:
+    """Moves the service's secret digest to another key (its secret is known only while a
+    request carries it), if the row still holds `old`: a concurrent move, or any other
+    change meanwhile, wins. Announced, so that every replica reloads. False: nothing moved."""
+    result = session.execute(
+        update(ServiceRow)
+        .where(
+            ServiceRow.api_key == api_key,
+            ServiceRow.secret_digest == old.digest,
+            ServiceRow.secret_key_id == old.key_id,
+        )
+        .values(secret_digest=new.digest, secret_key_id=new.key_id)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    announce_credentials_changed(session)
+    return True
 
 
 def lock_for_delete(session: Session, api_key: int) -> bool:
@@ -199,9 +237,55 @@ def delete_access_token(session: Session, api_key: int, token_id: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def service_of_access_token(session: Session, token_key: str) -> BearerOwner | None:
-    statement = select(ServiceAccessTokenRow.service_api_key, ServiceAccessTokenRow.token_id).where(
-        ServiceAccessTokenRow.token_key == token_key
+_BEARER_OWNERS = select(
+    ServiceAccessTokenRow.token_key,
+    ServiceAccessTokenRow.service_api_key,
+    ServiceAccessTokenRow.token_id,
+    ServiceAccessTokenRow.key_id,
+).where(ServiceAccessTokenRow.token_key.in_(bindparam("token_keys", expanding=True)))
+
+
+def service_of_access_token(
+    session: Session, token_keys: Sequence[str]
+) -> tuple[str, BearerOwner] | None:
+    """The first of `token_keys` (one value's key under each listed hash secret) that is
+    stored, and its owner; one round trip whatever their number."""
+    found = {
+        row.token_key: BearerOwner(row.service_api_key, row.token_id, row.key_id)
+        for row in session.execute(_BEARER_OWNERS, {"token_keys": list(token_keys)})
+    }
+    return next(((key, found[key]) for key in token_keys if key in found), None)
+
+
+def rekey_access_token(
+    session: Session, *, old_key: str, old_key_id: str, new_key: str, new_key_id: str
+) -> bool:
+    """Moves a service access token's stored key to another hash secret, if the row is
+    still under the old one (a concurrent move wins). Announced, so that every replica
+    reloads. False: nothing moved."""
+    result = session.execute(
+        update(ServiceAccessTokenRow)
+        .where(
+            ServiceAccessTokenRow.token_key == old_key,
+            ServiceAccessTokenRow.key_id == old_key_id,
+        )
+        .values(token_key=new_key, key_id=new_key_id)
     )
-    row = session.execute(statement).first()
-    return None if row is None else BearerOwner(row[0], row[1])
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    announce_credentials_changed(session)
+    return True
+
+
+def count_secrets_by_key(session: Session) -> list[tuple[str, int]]:
+    """Services per key id of their API secret's digest (`tokenstore keys`, the metric)."""
+    statement = select(ServiceRow.secret_key_id, func.count()).group_by(ServiceRow.secret_key_id)
+    return [(key_id, rows) for key_id, rows in session.execute(statement)]
+
+
+def count_access_tokens_by_key(session: Session) -> list[tuple[str, int]]:
+    """Service access tokens per key id of their stored key."""
+    statement = select(ServiceAccessTokenRow.key_id, func.count()).group_by(
+        ServiceAccessTokenRow.key_id
+    )
+    return [(key_id, rows) for key_id, rows in session.execute(statement)]

@@ -39,7 +39,7 @@ async def create_service(
     row, secret = await work.run_sync(
         service.create,
         spec=body.spec(),
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
     )
     return ServiceOut.of(row, api_secret=secret)
@@ -101,7 +101,7 @@ async def create_service_access_token(
         service.create_access_token,
         api_key=api_key,
         description=body.description,
-        hash_key=context.hash_key,
+        keys=context.keys,
         now=context.now,
     )
     return ServiceAccessTokenOut(

@@ -12,6 +12,7 @@ from app.errors import InvalidValue, ResourceNotFound
 from app.events.changes import Origin
 from app.kit.durations import duration_or
 from app.kit.hashing import secret_digest, service_token_key
+from app.kit.keys import KeyRing
 from app.kit.paging import check_range
 from app.services import keys, repository
 from app.services.models import ScopeRow, ServiceAccessTokenRow, ServiceRow
@@ -87,14 +88,16 @@ def _signing_keys(
 
 
 def create(
-    session: Session, *, spec: ServiceSpec, hash_key: bytes, now: int
+    session: Session, *, spec: ServiceSpec, keys: KeyRing, now: int
 ) -> tuple[ServiceRow, str]:
-    """Creates a service; returns it and its API secret, which is shown only this once."""
+    """Creates a service; returns it and its API secret, which is shown only this once
+    (kept as its digest under the current key)."""
     jwks, key_id = _signing_keys(spec, None, None)
     api_secret = secrets.token_urlsafe(32)
     row = ServiceRow(
         api_key=new_api_key(),
-        secret_digest=secret_digest(api_secret, hash_key),
+        secret_digest=secret_digest(api_secret, keys.current.secret),
+        secret_key_id=keys.current.id,
         name=spec.name,
         description=spec.description,
         access_token_duration=_duration(spec.access_token_duration, DEFAULT_ACCESS_TOKEN_DURATION),
@@ -170,16 +173,17 @@ def _reload(session: Session, api_key: int) -> ServiceRow:
 
 
 def create_access_token(
-    session: Session, *, api_key: int, description: str | None, hash_key: bytes, now: int
+    session: Session, *, api_key: int, description: str | None, keys: KeyRing, now: int
 ) -> tuple[ServiceAccessTokenRow, str]:
     """A new bearer credential for the service's `/api/{serviceId}/...` paths; its value is
-    shown only this once."""
+    shown only this once (kept as its key under the current hash secret)."""
     get(session, api_key=api_key)
     value = secrets.token_urlsafe(32)
     row = ServiceAccessTokenRow(
         token_id=secrets.token_urlsafe(12),
         service_api_key=api_key,
-        token_key=service_token_key(value, hash_key),
+        token_key=service_token_key(value, keys.current.secret),
+        key_id=keys.current.id,
         description=description,
         created_at=now,
     )

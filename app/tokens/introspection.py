@@ -176,7 +176,7 @@ async def introspect(
         )  # fmt: skip
     hash_ = token_hash(command.token)
     tokens: list[FoundToken] = []
-    for ring_key in keys.keys:  # the current key first: one read, unless under an older one
+    for ring_key in keys.lookup_order:  # the current key first: one read, unless older
         tokens = await reads.find(
             service_api_key, access_key=lookup_key(service_api_key, hash_, ring_key.secret)
         )
@@ -425,7 +425,7 @@ async def standard_introspect(
 
     hash_ = token_hash(tokens[0])
     found: list[FoundToken] = []
-    for ring_key in hash_keys.keys:  # the current key first: one read, unless under an older one
+    for ring_key in hash_keys.lookup_order:  # the current key first: one read, unless older
         found = await reads.find(
             service_api_key,
             access_key=lookup_key(service_api_key, hash_, ring_key.secret),

@@ -88,8 +88,8 @@ class TokenRow(Base):
             setattr(self, name, value)
 
 
-class StoredToken(Protocol):
-    """The columns a token's state is read from: a `TokenRow`, or a Core row of `tokens`."""
+class SealedHashes(Protocol):
+    """The columns a stored hash is opened from (`opened_hash`)."""
 
     @property
     def service_api_key(self) -> int: ...
@@ -101,6 +101,11 @@ class StoredToken(Protocol):
     def access_hash(self) -> str: ...
     @property
     def refresh_hash(self) -> str | None: ...
+
+
+class StoredToken(SealedHashes, Protocol):
+    """The columns a token's state is read from: a `TokenRow`, or a Core row of `tokens`."""
+
     @property
     def scopes(self) -> list[str]: ...
     @property
@@ -163,7 +168,7 @@ def keyed_columns(
 KEYED_COLUMNS = ("access_key", "access_hash", "refresh_key", "refresh_hash", "key_id")
 
 
-def opened_hash(row: StoredToken, keys: KeyRing, kind: str) -> str | None:
+def opened_hash(row: SealedHashes, keys: KeyRing, kind: str) -> str | None:
     """A stored hash in the clear (`kind` "access" or "refresh"); "" when the row's key is
     no longer listed (such a token can no longer be found anyway). A plain hash, in a row
     not yet re-keyed, is answered as it is."""

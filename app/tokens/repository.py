@@ -29,6 +29,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     func,
     not_,
@@ -47,7 +48,7 @@ from sqlalchemy.sql import ClauseElement
 from app.clients.models import ClientRow
 from app.events import repository as events
 from app.events.changes import TokenEvent, TokenFacts
-from app.kit.keys import HashKey, KeyRing, is_sealed
+from app.kit.keys import SEALED_PREFIX, HashKey, KeyRing, is_sealed
 from app.services import repository as services
 from app.services.models import ServiceRow
 from app.tokens.models import (
@@ -797,3 +798,95 @@ def replace_scopes(
             .execution_options(synchronize_session=False)
         )
     return [(facts_of(row), state_of(row, keys)) for row in rows]
+
+
+# --- Key rotation: what depends on which key, and re-keying (app.keyring) -------------------
+
+
+def _unsealed() -> ColumnElement[bool]:
+    """A row whose stored hashes are not both sealed (written before migration 0006)."""
+    return or_(
+        not_(TokenRow.access_hash.startswith(SEALED_PREFIX)),
+        and_(
+            TokenRow.refresh_hash.is_not(None),
+            not_(TokenRow.refresh_hash.startswith(SEALED_PREFIX)),
+        ),
+    )
+
+
+def count_by_key(session: Session) -> list[tuple[str, int, int]]:
+    """Token rows per key id, and how many of those are not yet sealed. A scan of the
+    table: for `tokenstore keys` and the periodic metric, never for a request."""
+    statement = select(TokenRow.key_id, func.count(), func.count(case((_unsealed(), 1)))).group_by(
+        TokenRow.key_id
+    )
+    return [(key_id, rows, unsealed) for key_id, rows, unsealed in session.execute(statement)]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedToken:
+    """What re-keying reads of a token row: where it is, its key id and stored hashes."""
+
+    id: int
+    service_api_key: int
+    token_id: str
+    key_id: str
+    access_hash: str
+    refresh_hash: str | None
+
+
+_KEYED_TOKEN = (
+    TokenRow.id, TokenRow.service_api_key, TokenRow.token_id, TokenRow.key_id,
+    TokenRow.access_hash, TokenRow.refresh_hash,
+)  # fmt: skip
+
+
+def rekey_candidates(
+    session: Session, *, listed: Sequence[str], current: str, after_id: int, limit: int
+) -> list[KeyedToken]:
+    """Up to `limit` token rows after `after_id` (in id order) that a listed key opens and
+    that are under an older key than `current`, or not yet sealed. A plain read: the batch
+    locks what it writes later (`lock_unchanged`)."""
+    statement = (
+        select(*_KEYED_TOKEN)
+        .where(
+            TokenRow.id > after_id,
+            TokenRow.key_id.in_(listed),
+            or_(TokenRow.key_id != current, _unsealed()),
+        )
+        .order_by(TokenRow.id)
+        .limit(limit)
+    )
+    return [KeyedToken(*row) for row in session.execute(statement)]
+
+
+def lock_unchanged(session: Session, read: Sequence[KeyedToken]) -> list[int]:
+    """The ids of the rows read before whose keyed columns are still as read, locked until
+    the transaction ends. On PostgreSQL rows a live update holds are skipped (SKIP LOCKED):
+    that update moves its row to the current key itself; one that changed since (an update
+    moved it) is left out too."""
+    if not read:
+        return []
+    as_read = {token.id: token for token in read}
+    statement = (
+        select(*_KEYED_TOKEN)
+        .where(TokenRow.id.in_(list(as_read)))
+        .order_by(TokenRow.id)
+        .with_for_update(skip_locked=True)
+    )
+    now = [KeyedToken(*row) for row in session.execute(statement)]
+    return [token.id for token in now if token == as_read[token.id]]
+
+
+_REKEY = (
+    update(_TOKENS)
+    .where(_TOKENS.c.id == bindparam("row_id"))
+    .values({name: bindparam(name) for name in KEYED_COLUMNS})
+)
+
+
+def write_keyed(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Writes token rows' keyed columns (`keyed_columns`, with each row's `row_id`) and
+    nothing else: a re-key changes no token's state, so neither `updated_at` nor an event."""
+    if rows:
+        session.execute(_REKEY, list(rows))

@@ -2,8 +2,9 @@
 (Authlete's `/auth/revocation`): read the form, authenticate the client, delete its token.
 
 The decisions are pure (`read_form`, `app.clients.authentication`); `revoke` is the shell
-that reads the client, records a client assertion's use and deletes the token. Every outcome
-is an `action` with the `responseContent` the authorization server sends back.
+that reads the client, records a client assertion's use, moves a client secret verified
+under an older hash secret to the current one, and deletes the token. Every outcome is an
+`action` with the `responseContent` the authorization server sends back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from sqlalchemy.orm import Session
 
 from app.clients import repository as clients
 from app.clients.authentication import (
+    AssertionUse,
     Presented,
     Refused,
     Registered,
+    SecretRekey,
     authenticate,
     claim,
 )
@@ -118,6 +121,7 @@ def _registered(row: ClientRow) -> Registered:
         client_type=client_type,
         method=method,
         secret_digest=row.client_secret_digest,
+        secret_key_id=row.secret_key_id,
         tls_subject_dn=row.tls_client_auth_subject_dn,
         jwks=row.jwks,
     )
@@ -156,17 +160,22 @@ def _authenticated(
         return invalid_client("No such client.")
     client = _registered(row)
     try:
-        assertion = authenticate(
-            client, form.presented, claimed, hash_key=keys.current.secret, now=now
-        )
+        proved = authenticate(client, form.presented, claimed, keys=keys, now=now)
     except Refused as refused:
         log.info("revocation refused client_id=%s reason=%s", client.client_id, refused)
         return invalid_client(str(refused))
     # Recorded in the request's transaction, which commits whatever the outcome.
-    if assertion is not None and not repository.remember_proof(
-        session, key=assertion.key, expires_at=assertion.expires_at, now=now
+    if isinstance(proved, AssertionUse) and not repository.remember_proof(
+        session, key=proved.key, expires_at=proved.expires_at, now=now
     ):
         return invalid_client("The client assertion has been used before (its jti).")
+    # Its secret is known only now: the digest moves to the current key, in this (write)
+    # transaction, unless the row changed meanwhile.
+    if isinstance(proved, SecretRekey) and clients.rekey_secret(
+        session, service_api_key, client.client_id, old_digest=proved.old_digest,
+        old_key_id=proved.old_key_id, digest=proved.digest, key_id=proved.key_id,
+    ):  # fmt: skip
+        log.info("client secret moved to key_id=%s client_id=%s", proved.key_id, client.client_id)
     return client
 
 

@@ -133,7 +133,8 @@ async def update(
     round trip), asks the rules, and writes what they decided.
 
     A value or hash is looked up under the current key first (one round trip, as before
-    key rotation), then under each older listed key; a token found under an older key is
+    key rotation), then under each older listed key, then the current key again (a row
+    moved to it meanwhile, `KeyRing.lookup_order`); a token found under an older key is
     written back under the current one (`writes.save`)."""
     identifier = choose_identifier(
         access_token=command.access_token,
@@ -153,7 +154,7 @@ async def update(
         hash_ = token_hash(identifier.text) if identifier.kind.by_value else identifier.text
         by_refresh = identifier.kind.by_refresh_token
         key_of = refresh_lookup_key if by_refresh else lookup_key
-        for key in keys.keys:
+        for key in keys.lookup_order:
             name = key_of(service_api_key, hash_, key.secret)
             target = await writes.load_for_update(
                 service_api_key,

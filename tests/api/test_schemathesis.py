@@ -85,19 +85,19 @@ def callers(settings: Settings, engine: Engine) -> Callers:
         service, secret = services.create(
             session,
             spec=ServiceSpec("fuzzed", None, (ScopeSpec("read", None, ()),), None, None),
-            hash_key=settings.hash_key,
+            keys=settings.key_ring,
             now=1_800_000_000_000,
         )
         clients.create(
             session, service_api_key=service.api_key,
-            spec=ClientSpec("c", None, None, None, None), hash_key=settings.hash_key,
+            spec=ClientSpec("c", None, None, None, None), keys=settings.key_ring,
             now=1_800_000_000_000,
         )  # fmt: skip
         api_key = service.api_key  # read before the next create expires it
         disposable, disposable_secret = services.create(
             session,
             spec=ServiceSpec("deleted by the fuzz", None, None, None, None),
-            hash_key=settings.hash_key,
+            keys=settings.key_ring,
             now=1_800_000_000_000,
         )
         disposable_api_key = disposable.api_key  # read before the session closes

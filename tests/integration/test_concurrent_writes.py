@@ -31,7 +31,7 @@ from app.services import service as services
 from app.services.service import ScopeSpec, ServiceSpec
 from app.tokens import repository as tokens_repository
 from app.tokens import service as tokens
-from tests.integration.test_token_service import KEY, NOW, create, tenant
+from tests.integration.test_token_service import KEY, KEYS, NOW, create, tenant
 
 T = TypeVar("T")
 
@@ -88,11 +88,11 @@ def test_a_client_created_with_an_alias_a_concurrent_request_took_meanwhile_is_a
         with sessions() as session:
             # Its check runs before the first commits, so only the constraint can refuse it.
             return clients.create(
-                session, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW
+                session, service_api_key=api_key, spec=aliased(alias), keys=KEYS, now=NOW
             ).row
 
     with sessions() as first:
-        clients.create(first, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW)
+        clients.create(first, service_api_key=api_key, spec=aliased(alias), keys=KEYS, now=NOW)
         late = elsewhere(second)
         wait_until_one_waits_for_a_lock(engine, backend)
         first.commit()
@@ -113,11 +113,11 @@ def test_a_client_renamed_to_an_alias_a_concurrent_request_took_meanwhile_is_a_c
         with sessions() as session:
             return clients.update(
                 session, service_api_key=api_key, client_id=client_id, spec=aliased(alias),
-                hash_key=KEY, now=NOW,
+                keys=KEYS, now=NOW,
             ).row  # fmt: skip
 
     with sessions() as first:
-        clients.create(first, service_api_key=api_key, spec=aliased(alias), hash_key=KEY, now=NOW)
+        clients.create(first, service_api_key=api_key, spec=aliased(alias), keys=KEYS, now=NOW)
         late = elsewhere(second)
         wait_until_one_waits_for_a_lock(engine, backend)
         first.commit()
@@ -131,7 +131,7 @@ def test_an_insert_the_alias_constraint_refuses_is_reported_as_the_alias_taken(
     api_key, client_id = tenant(session)
     taken = clients.update(
         session, service_api_key=api_key, client_id=client_id, spec=aliased("taken"),
-        hash_key=KEY, now=NOW,
+        keys=KEYS, now=NOW,
     ).row  # fmt: skip
     duplicate = ClientRow(
         client_id=taken.client_id + 1,

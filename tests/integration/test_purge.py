@@ -36,12 +36,12 @@ def seed(engine: Engine, rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
         service, _ = services.create(
             session,
             spec=ServiceSpec("purge", None, (), None, None),
-            hash_key=b"k" * 32,
+            keys=KEYS,
             now=NOW,
         )
         client = clients.create(
             session, service_api_key=service.api_key, spec=ClientSpec(None, None, None, None, None),
-            hash_key=b"k" * 32, now=NOW,
+            keys=KEYS, now=NOW,
         ).row  # fmt: skip
         ids = []
         for index, fields in enumerate(rows):

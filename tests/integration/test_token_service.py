@@ -43,14 +43,14 @@ def tenant(session: Session) -> tuple[int, int]:
             access_token_duration=3600,
             refresh_token_duration=7200,
         ),
-        hash_key=KEY,
+        keys=KEYS,
         now=NOW,
     )
     client = clients.create(
         session,
         service_api_key=row.api_key,
         spec=ClientSpec(None, None, None, None, None),
-        hash_key=KEY,
+        keys=KEYS,
         now=NOW,
     ).row
     return row.api_key, client.client_id

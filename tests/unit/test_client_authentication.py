@@ -20,6 +20,7 @@ from app.clients.authentication import (
     Presented,
     Refused,
     Registered,
+    SecretRekey,
     authenticate,
     check_jwks,
     claim,
@@ -28,10 +29,12 @@ from app.clients.authentication import (
     settle,
 )
 from app.kit.durations import client_duration
+from app.kit.keys import LEGACY_KEY_ID, HashKey, KeyRing
 from tests.proofs import self_signed_certificate
 
 NOW = 1_700_000_000_000
 KEY = b"k" * 32
+KEYS = KeyRing.single(KEY)
 CLIENT_ID = 4242
 
 
@@ -42,6 +45,7 @@ def registered(method: AuthMethod, **fields: Any) -> Registered:
         client_type=ClientType.PUBLIC if method is AuthMethod.NONE else ClientType.CONFIDENTIAL,
         method=method,
         secret_digest=secret_digest(CLIENT_ID, "s3cret", KEY),
+        secret_key_id=LEGACY_KEY_ID,
         tls_subject_dn=None,
         jwks=None,
     )
@@ -49,7 +53,9 @@ def registered(method: AuthMethod, **fields: Any) -> Registered:
 
 
 def decide(client: Registered, presented: Presented) -> AssertionUse | None:
-    return authenticate(client, presented, claim(presented), hash_key=KEY, now=NOW)
+    proved = authenticate(client, presented, claim(presented), keys=KEYS, now=NOW)
+    assert not isinstance(proved, SecretRekey)  # every secret here is under the current key
+    return proved
 
 
 @pytest.mark.parametrize(
@@ -124,6 +130,53 @@ def test_the_form_secret_authenticates_a_post_client_and_the_header_does_not() -
     assert decide(client, Presented(form_id="4242", form_secret="s3cret")) is None
     with pytest.raises(Refused):
         decide(client, Presented(basic_id="4242", basic_secret="s3cret"))
+
+
+# --- Secrets across a rotation of the hash secret (app.kit.keys) ----------------------------
+
+NEW = HashKey.of("new", b"n" * 32)
+OLD = HashKey.of("old", b"o" * 32)
+
+
+def under(key: HashKey) -> Registered:
+    """A CLIENT_SECRET_BASIC client whose secret "s3cret" is stored under `key`."""
+    return registered(
+        AuthMethod.CLIENT_SECRET_BASIC,
+        secret_digest=secret_digest(CLIENT_ID, "s3cret", key.secret),
+        secret_key_id=key.id,
+    )
+
+
+def prove(client: Registered, secret: str, keys: KeyRing) -> AssertionUse | SecretRekey | None:
+    presented = Presented(basic_id="4242", basic_secret=secret)
+    return authenticate(client, presented, claim(presented), keys=keys, now=NOW)
+
+
+def test_a_secret_under_the_current_key_authenticates_with_nothing_to_write() -> None:
+    assert prove(under(NEW), "s3cret", KeyRing((NEW, OLD))) is None
+
+
+def test_a_secret_under_an_older_listed_key_authenticates_and_moves_to_the_current_one() -> None:
+    client = under(OLD)
+    assert prove(client, "s3cret", KeyRing((NEW, OLD))) == SecretRekey(
+        old_digest=client.secret_digest or "",
+        old_key_id="old",
+        digest=secret_digest(CLIENT_ID, "s3cret", NEW.secret),
+        key_id="new",
+    )
+
+
+def test_a_wrong_secret_under_an_older_key_is_refused() -> None:
+    with pytest.raises(Refused, match="secret is wrong"):
+        prove(under(OLD), "wrong", KeyRing((NEW, OLD)))
+
+
+def test_a_secret_under_a_key_no_longer_listed_is_refused_as_a_wrong_one() -> None:
+    with pytest.raises(Refused, match="secret is wrong"):
+        prove(under(OLD), "s3cret", KeyRing((NEW,)))
+    # Its id listed with another secret is no key of its digest either.
+    with pytest.raises(Refused, match="secret is wrong"):
+        prove(under(OLD), "s3cret", KeyRing((NEW, HashKey.of("old", b"x" * 32))))
 
 
 def test_a_confidential_client_without_a_stored_secret_is_refused() -> None:
