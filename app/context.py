@@ -18,7 +18,6 @@ from app.transactions import AsyncDatabase, ThreadedDatabase
 @dataclass(frozen=True, slots=True)
 class Context:
     now: int  # milliseconds since 1970, read once per request
-    hash_key: bytes  # the current hash secret (keys.current.secret)
     keys: KeyRing  # every listed hash secret, the current one first
     settings: Settings
     database: AsyncDatabase | ThreadedDatabase
@@ -28,8 +27,8 @@ def context_of(request: Request) -> Context:
     state = request.app.state
     settings: Settings = state.settings
     keys = settings.key_ring
-    return Context(now=state.clock(), hash_key=keys.current.secret, keys=keys,
-                   settings=settings, database=state.database)  # fmt: skip
+    return Context(now=state.clock(), keys=keys, settings=settings,
+                   database=state.database)  # fmt: skip
 
 
 async def request_context(request: Request) -> Context:

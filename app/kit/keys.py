@@ -50,14 +50,16 @@ def _unb64(text: str) -> bytes:
 class HashKey:
     id: str
     secret: bytes = field(repr=False)
-    seal_key: bytes = field(repr=False, default=b"")
+    # The AES-256-GCM cipher under the sealing key derived from the secret, made once per
+    # key (not per seal: introspection opens a hash on every call).
+    sealer: AESGCM = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, key_id: str, secret: bytes) -> HashKey:
         derived = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"tokenstore:seal:v1"
         ).derive(secret)
-        return cls(key_id, secret, derived)
+        return cls(key_id, secret, AESGCM(derived))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ def seal(key: HashKey, plaintext: str, *, nonce: bytes, context: str) -> str:
     authenticated, so a sealed value moved to another row does not open."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError(f"a seal needs a {NONCE_BYTES}-byte nonce")
-    sealed = AESGCM(key.seal_key).encrypt(nonce, plaintext.encode("utf-8"), context.encode())
+    sealed = key.sealer.encrypt(nonce, plaintext.encode("utf-8"), context.encode())
     return SEALED_PREFIX + _b64(nonce + sealed)
 
 
@@ -141,6 +143,6 @@ def open_sealed(key: HashKey, stored: str, *, context: str) -> str:
     try:
         raw = _unb64(stored[len(SEALED_PREFIX) :])
         nonce, sealed = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
-        return AESGCM(key.seal_key).decrypt(nonce, sealed, context.encode()).decode("utf-8")
+        return key.sealer.decrypt(nonce, sealed, context.encode()).decode("utf-8")
     except (InvalidTag, binascii.Error, ValueError) as error:
         raise Unopenable("the sealed value does not open under its key") from error

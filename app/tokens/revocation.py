@@ -31,10 +31,11 @@ from app.clients.models import ClientRow
 from app.clients.service import client_type_of
 from app.events import service as events
 from app.events.changes import EventType, Origin
-from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
+from app.kit.hashing import token_hash
 from app.kit.keys import KeyRing
 from app.tokens import repository
 from app.tokens.models import TokenRow
+from app.tokens.service import lookup_keys
 
 log = logging.getLogger("tokenstore.tokens")
 
@@ -133,9 +134,9 @@ def _find(
     """The token whose access or refresh token value this is, under any listed key; the
     hint orders the lookups (RFC 7009 section 2.1: a wrong hint only costs the other
     lookup)."""
-    hash_ = token_hash(token)
-    access = [lookup_key(service_api_key, hash_, key.secret) for key in keys.keys]
-    refresh = [refresh_lookup_key(service_api_key, hash_, key.secret) for key in keys.keys]
+    hashes = [token_hash(token)]
+    access = lookup_keys(service_api_key, hashes, keys.keys)
+    refresh = lookup_keys(service_api_key, hashes, keys.keys, refresh=True)
     for is_refresh in (True, False) if refresh_first else (False, True):
         row = (
             repository.find(session, service_api_key, refresh_keys=refresh)

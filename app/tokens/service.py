@@ -34,7 +34,7 @@ from app.kit.hashing import (
     refresh_lookup_key,
     token_hash,
 )
-from app.kit.keys import KeyRing
+from app.kit.keys import HashKey, KeyRing
 from app.kit.paging import page_size
 from app.services import repository as services
 from app.tokens import repository
@@ -262,10 +262,8 @@ def _in_use_under_older_keys(
     chosen = [h for h in hashes if h is not None]
     found = repository.find(
         session, service_api_key,
-        access_keys=[lookup_key(service_api_key, h, k.secret) for h in chosen for k in older],
-        refresh_keys=[
-            refresh_lookup_key(service_api_key, h, k.secret) for h in chosen for k in older
-        ],
+        access_keys=lookup_keys(service_api_key, chosen, older),
+        refresh_keys=lookup_keys(service_api_key, chosen, older, refresh=True),
     )  # fmt: skip
     return found is not None
 
@@ -315,17 +313,25 @@ def page(
 # --- Delete and revoke ---------------------------------------------------------------------
 
 
+def lookup_keys(
+    service_api_key: int, hashes: Sequence[str], keys: Sequence[HashKey], *, refresh: bool = False
+) -> list[str]:
+    """The lookup keys of the hashes under each of the keys: what an `IN` over the unique
+    index looks for (one statement, whichever key a token was stored under)."""
+    key_of = refresh_lookup_key if refresh else lookup_key
+    return [key_of(service_api_key, h, key.secret) for h in hashes for key in keys]
+
+
 def identifier_keys(
     service_api_key: int, identifier: str, keys: KeyRing, *, refresh: bool = False
 ) -> list[str]:
     """Lookup keys for an identifier that is a value or a hash, under every listed key (one
     statement: an IN over the unique index). A 43-character value can look like a hash, so
     both readings are tried."""
-    key_of = refresh_lookup_key if refresh else lookup_key
     hashes = [token_hash(identifier)]
     if is_sha256_b64url(identifier):
         hashes.append(identifier)
-    return [key_of(service_api_key, h, key.secret) for h in hashes for key in keys.keys]
+    return lookup_keys(service_api_key, hashes, keys.keys, refresh=refresh)
 
 
 def find_by_identifier(
