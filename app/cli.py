@@ -81,11 +81,13 @@ def keys(settings: Settings, *, as_json: bool) -> None:
     print(json.dumps(rows.document(), indent=2) if as_json else rows.table())  # noqa: T201
 
 
-def rekey(settings: Settings, *, batch_size: int) -> None:
+def rekey(settings: Settings, *, batch_size: int, rest_ratio: float) -> None:
     _schema_at_head(settings)
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        report = keyring.rekey(engine, settings.key_ring, batch_size=batch_size)
+        report = keyring.rekey(
+            engine, settings.key_ring, batch_size=batch_size, rest_ratio=rest_ratio
+        )
     finally:
         engine.dispose()
     print(report.summary())  # noqa: T201 - the command's answer
@@ -197,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=keyring.REKEY_BATCH_SIZE, metavar="N",
         help=f"token rows per transaction (default {keyring.REKEY_BATCH_SIZE})",
     )  # fmt: skip
+    rekey_parser.add_argument(
+        "--rest-ratio", type=float, default=keyring.REKEY_REST_RATIO, metavar="R",
+        help="after each batch, rest R times as long as the batch took: the job works at "
+        f"most 1/(1+R) of the time (default {keyring.REKEY_REST_RATIO:g})",
+    )  # fmt: skip
     purge_parser = commands.add_parser(
         "purge-expired", help="delete tokens whose access and refresh tokens have expired"
     )
@@ -218,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rekey":
             if args.batch_size < 1:
                 parser.error("--batch-size must be at least 1")
-            rekey(settings, batch_size=args.batch_size)
+            if not 0 <= args.rest_ratio <= 1000:  # NaN fails both comparisons
+                parser.error("--rest-ratio must be between 0 and 1000")
+            rekey(settings, batch_size=args.batch_size, rest_ratio=args.rest_ratio)
         else:
             serve(settings, host=args.host, port=args.port, workers=args.workers, force=args.force)
     except ConfigError as error:

@@ -57,7 +57,9 @@ KIND_NAMES = {
     CLIENT_SECRETS: "client secrets",
 }
 
-REKEY_BATCH_SIZE = 500
+REKEY_BATCH_SIZE = 100
+# After each batch `rekey` rests this many times as long as the batch took (see `rekey`).
+REKEY_REST_RATIO = 19.0
 # The least rest between two batches (see `rekey`): on SQLite the server's writers wait on
 # the same file lock, and each gets its turn before the next batch takes it again.
 REKEY_PAUSE_SECONDS = 0.005
@@ -289,6 +291,7 @@ def rekey(
     keys: KeyRing,
     *,
     batch_size: int = REKEY_BATCH_SIZE,
+    rest_ratio: float = REKEY_REST_RATIO,
     pause_seconds: float = REKEY_PAUSE_SECONDS,
 ) -> RekeyReport:
     """Moves every token row under an older listed key, or not yet sealed, to the current
@@ -327,13 +330,20 @@ def rekey(
                     if (columns := rekeyed_columns(token, keys)) is not None
                 }
                 unopenable += len(chosen) - len(made)
-                with _turn(turn), writes.begin() as session:
-                    held = tokens.lock_unchanged(session, [t for t in chosen if t.id in made])
-                    tokens.write_keyed(session, [made[row_id] for row_id in held])
-                moved += len(held)
-                batches += 1 if held else 0
-                log.info("rekey batch moved=%d after_id=%d", len(held), after_id)
-                time.sleep(max(pause_seconds, time.monotonic() - started))
+                prepared = time.monotonic()
+                with _turn(turn):
+                    turned = time.monotonic()
+                    with writes.begin() as session:
+                        written_rows = tokens.move_keyed(session, chosen, made)
+                written = time.monotonic()
+                moved += written_rows
+                batches += 1 if written_rows else 0
+                log.info(
+                    "rekey batch moved=%d after_id=%d prepare_ms=%.1f wait_ms=%.1f write_ms=%.1f",
+                    written_rows, after_id, 1000 * (prepared - started), 1000 * (turned - prepared),
+                    1000 * (written - turned),
+                )  # fmt: skip
+                time.sleep(max(pause_seconds, rest_ratio * (written - started)))
             rekeyed += moved
             if not moved:
                 break

@@ -139,7 +139,9 @@ def database(backend: str, admin_url: str, workdir: Path, prefix: str) -> Iterat
 
 
 @contextmanager
-def server(url: str, workers: int, workdir: Path) -> Iterator[str]:
+def server(
+    url: str, workers: int, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TOKENSTORE_")},
@@ -149,6 +151,7 @@ def server(url: str, workers: int, workdir: Path) -> Iterator[str]:
         "TOKENSTORE_HASH_SECRET": HASH_SECRET,
         "TOKENSTORE_BENCH_ENDPOINTS": "true",
         "TOKENSTORE_DATA_DIR": str(workdir),
+        **(extra_env or {}),
     }
     log = (workdir / f"serve-{port}.log").open("w")
     process = subprocess.Popen(

@@ -846,7 +846,7 @@ def rekey_candidates(
 ) -> list[KeyedToken]:
     """Up to `limit` token rows after `after_id` (in id order) that a listed key opens and
     that are under an older key than `current`, or not yet sealed. A plain read: the batch
-    locks what it writes later (`lock_unchanged`)."""
+    writes only rows still as read (`move_keyed`)."""
     statement = (
         select(*_KEYED_TOKEN)
         .where(
@@ -860,14 +860,48 @@ def rekey_candidates(
     return [KeyedToken(*row) for row in session.execute(statement)]
 
 
-def lock_unchanged(session: Session, read: Sequence[KeyedToken]) -> list[int]:
-    """The ids of the rows read before whose keyed columns are still as read, locked until
-    the transaction ends. On PostgreSQL rows a live update holds are skipped (SKIP LOCKED):
-    that update moves its row to the current key itself; one that changed since (an update
-    moved it) is left out too."""
-    if not read:
-        return []
-    as_read = {token.id: token for token in read}
+_REKEY = (
+    update(_TOKENS)
+    .where(_TOKENS.c.id == bindparam("row_id"))
+    .values({name: bindparam(name) for name in KEYED_COLUMNS})
+)
+# SQLite: the same write, only where the row is still as read (compare and set).
+_REKEY_UNCHANGED = _REKEY.where(
+    _TOKENS.c.key_id == bindparam("read_key_id"),
+    _TOKENS.c.access_hash == bindparam("read_access_hash"),
+    _TOKENS.c.refresh_hash.is_not_distinct_from(bindparam("read_refresh_hash")),
+)
+
+
+def move_keyed(
+    session: Session, read: Sequence[KeyedToken], made: Mapping[int, Mapping[str, Any]]
+) -> int:
+    """Writes the keyed columns made anew (`keyed_columns`, by row id) of the rows read
+    before whose keyed columns are still as read, and nothing else: a re-key changes no
+    token's state, so neither `updated_at` nor an event. A row an update moved meanwhile is
+    left out (that update moved it to the current key itself). Returns how many it wrote.
+
+    - PostgreSQL: the rows are locked first, and those a live update holds are skipped
+      (SKIP LOCKED), so the batch never waits on a request.
+    - SQLite: the batch holds the one writer lock already, so each row is written by a
+      compare-and-set UPDATE: no read under the lock, which every writer waits for."""
+    rows = [token for token in read if token.id in made]
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "sqlite":
+        compared = [
+            {
+                **made[token.id],
+                "row_id": token.id,
+                "read_key_id": token.key_id,
+                "read_access_hash": token.access_hash,
+                "read_refresh_hash": token.refresh_hash,
+            }
+            for token in rows
+        ]
+        result = session.execute(_REKEY_UNCHANGED, compared)
+        return int(result.rowcount)  # type: ignore[attr-defined]
+    as_read = {token.id: token for token in rows}
     statement = (
         select(*_KEYED_TOKEN)
         .where(TokenRow.id.in_(list(as_read)))
@@ -875,18 +909,7 @@ def lock_unchanged(session: Session, read: Sequence[KeyedToken]) -> list[int]:
         .with_for_update(skip_locked=True)
     )
     now = [KeyedToken(*row) for row in session.execute(statement)]
-    return [token.id for token in now if token == as_read[token.id]]
-
-
-_REKEY = (
-    update(_TOKENS)
-    .where(_TOKENS.c.id == bindparam("row_id"))
-    .values({name: bindparam(name) for name in KEYED_COLUMNS})
-)
-
-
-def write_keyed(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Writes token rows' keyed columns (`keyed_columns`, with each row's `row_id`) and
-    nothing else: a re-key changes no token's state, so neither `updated_at` nor an event."""
-    if rows:
-        session.execute(_REKEY, list(rows))
+    held = [token.id for token in now if token == as_read[token.id]]
+    if held:
+        session.execute(_REKEY, [{**made[row_id], "row_id": row_id} for row_id in held])
+    return len(held)

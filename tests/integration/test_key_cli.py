@@ -193,3 +193,19 @@ def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"the metric is still {metrics[-1]}")
         time.sleep(0.2)
+
+
+def test_rekey_refuses_a_batch_size_or_rest_ratio_out_of_range_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    with database_with_rows("sqlite", tmp_path) as url:
+        env = environment(url, environment_value(K2, K1, DEFAULT))
+        for option, value in [
+            ("--batch-size", "0"), ("--rest-ratio", "-1"), ("--rest-ratio", "nan"),
+            ("--rest-ratio", "1001"), ("--rest-ratio", "fast"),
+        ]:  # fmt: skip
+            refused = command("rekey", option, value, cwd=tmp_path, env=env)
+            assert refused.returncode == 2, (option, value, refused.stdout)
+            assert option in refused.stderr
+        left = json.loads(command("keys", "--json", cwd=tmp_path, env=env).stdout)
+    assert left["keys"]["k1"]["tokens"] == 3

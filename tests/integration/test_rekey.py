@@ -4,6 +4,7 @@ a serving instance; rows it cannot open are left and counted."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, select, update
 
-from app.db import make_engine
-from app.keyring import TOKENS, UNSEALED_TOKENS, rekey
+from app.db import make_engine, make_sessionmaker
+from app.keyring import TOKENS, UNSEALED_TOKENS, read_sessions, rekey, rekeyed_columns
 from app.kit.hashing import lookup_key, refresh_lookup_key, token_hash
 from app.kit.keys import HashKey, is_sealed
-from app.tokens.models import KEYED_COLUMNS, TokenRow, opened_hash
+from app.tokens import repository
+from app.tokens.models import KEYED_COLUMNS, TokenRow, keyed_columns, opened_hash
 from tests.conftest import migrated_database
 from tests.keyed_rows import (
     DEFAULT,
@@ -90,7 +92,7 @@ def test_rekey_moves_every_token_under_an_older_key_or_not_sealed_to_the_current
     before = stored_tokens(fresh)
     sizes = rows_per_update(fresh)
 
-    report = rekey(fresh, ring(K2, K1, DEFAULT), batch_size=3, pause_seconds=0)
+    report = rekey(fresh, ring(K2, K1, DEFAULT), batch_size=3, rest_ratio=0, pause_seconds=0)
 
     assert (report.rekeyed, report.batches, report.unopenable) == (10, 4, 0)
     assert sizes == [3, 3, 3, 1]  # one statement per batch, in its own transaction
@@ -112,14 +114,14 @@ def test_a_single_secret_deployment_seals_its_rows_written_before_sealing(fresh:
     hold plain SHA-256 hashes under it, and a re-key seals them without another key."""
     tenant = seed_tenant(fresh, key=DEFAULT)
     plain = seed_tokens(fresh, tenant, key=DEFAULT, count=4, prefix="plain", sealed=False)
-    report = rekey(fresh, ring(DEFAULT), batch_size=10, pause_seconds=0)
+    report = rekey(fresh, ring(DEFAULT), batch_size=10, rest_ratio=0, pause_seconds=0)
     assert report.rekeyed == 4
     after = stored_tokens(fresh)
     for token in plain:
         assert_under(after[token.token_id], token, tenant, DEFAULT)
     assert report.left.rows["default"][UNSEALED_TOKENS] == 0
     assert "0 not sealed" in report.summary()
-    assert rekey(fresh, ring(DEFAULT), batch_size=10, pause_seconds=0).rekeyed == 0
+    assert rekey(fresh, ring(DEFAULT), batch_size=10, rest_ratio=0, pause_seconds=0).rekeyed == 0
 
 
 def test_rows_under_a_key_id_that_is_no_longer_listed_are_left_and_counted(fresh: Engine) -> None:
@@ -130,7 +132,7 @@ def test_rows_under_a_key_id_that_is_no_longer_listed_are_left_and_counted(fresh
     plain_dropped = seed_tokens(fresh, tenant, key=dropped, count=1, prefix="p", sealed=False)
     before = stored_tokens(fresh)
 
-    report = rekey(fresh, ring(K2, K1), batch_size=2, pause_seconds=0)
+    report = rekey(fresh, ring(K2, K1), batch_size=2, rest_ratio=0, pause_seconds=0)
 
     assert report.rekeyed == 2
     after = stored_tokens(fresh)
@@ -158,12 +160,80 @@ def test_rows_their_listed_key_id_does_not_open_are_left_and_counted(fresh: Engi
     before = stored_tokens(fresh)
     wrong_k1 = HashKey.of("k1", b"not-the-secret-that-sealed-them" + b"x" * 10)
 
-    report = rekey(fresh, ring(K2, wrong_k1), batch_size=2, pause_seconds=0)
+    report = rekey(fresh, ring(K2, wrong_k1), batch_size=2, rest_ratio=0, pause_seconds=0)
 
     assert (report.rekeyed, report.unopenable) == (0, 3)
     assert stored_tokens(fresh) == before
     assert report.left.rows["k1"][TOKENS] == len(sealed)
     assert "3 token rows do not open under the secret listed for their key id" in report.summary()
+
+
+def test_a_row_an_update_moved_between_the_read_and_the_write_keeps_what_the_update_wrote(
+    fresh: Engine,
+) -> None:
+    """A batch reads and seals outside its write transaction: a row an update moved to the
+    current key meanwhile (here with a new value, as a regeneration does) is not written
+    back with what the batch read (SQLite: compare and set; PostgreSQL: compared once
+    locked)."""
+    tenant = seed_tenant(fresh, key=K2)
+    tokens = seed_tokens(fresh, tenant, key=K1, count=3, prefix="k1")
+    keys = ring(K2, K1)
+    with read_sessions(fresh)() as session:
+        read = repository.rekey_candidates(
+            session, listed=keys.ids, current="k2", after_id=0, limit=10
+        )
+    made = {token.id: columns for token in read if (columns := rekeyed_columns(token, keys))}
+    moved = tokens[1]
+    renewed = keyed_columns(
+        token_hash("renewed"), None, key=K2, service_api_key=tenant.api_key,
+        token_id=moved.token_id,
+    )  # fmt: skip
+    writes = make_sessionmaker(fresh)
+    with writes.begin() as session:
+        session.execute(update(TokenRow).where(TokenRow.token_id == moved.token_id).values(renewed))
+    updated = stored_tokens(fresh)[moved.token_id]
+
+    with writes.begin() as session:
+        assert repository.move_keyed(session, read, made) == 2
+
+    after = stored_tokens(fresh)
+    assert after[moved.token_id] == updated
+    for token in (tokens[0], tokens[2]):
+        assert_under(after[token.token_id], token, tenant, K2)
+
+
+def test_rekey_rests_rest_ratio_times_as_long_as_each_batch_took(
+    fresh: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its pace, on a clock that advances 10 ms per SQL statement and by each rest: after
+    each batch it rests 19 times as long as the batch's read, wait and write took (as its
+    log line gives them)."""
+    tenant = seed_tenant(fresh, key=K2)
+    seed_tokens(fresh, tenant, key=K1, count=5, prefix="k1")
+    now = [0.0]
+    rests: list[float] = []
+
+    @event.listens_for(fresh, "before_cursor_execute")
+    def _statement(*_: Any) -> None:
+        now[0] += 0.01
+
+    def sleep(seconds: float) -> None:
+        rests.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr("app.keyring.time", SimpleNamespace(monotonic=lambda: now[0], sleep=sleep))
+    with caplog.at_level(logging.INFO, logger="tokenstore.keyring"):
+        report = rekey(fresh, ring(K2, K1), batch_size=2, rest_ratio=19, pause_seconds=0)
+
+    assert report.rekeyed == 5
+    took = [
+        sum(float(part.split("=")[1]) for part in record.getMessage().split()[4:]) / 1000
+        for record in caplog.records
+        if record.getMessage().startswith("rekey batch")
+    ]
+    assert len(took) == len(rests) == 3  # a rest after each batch that found rows
+    assert all(seconds > 0 for seconds in took)
+    assert rests == [pytest.approx(19 * seconds) for seconds in took]
 
 
 @pytest.mark.postgresql_only
@@ -177,13 +247,13 @@ def test_rekey_skips_a_row_a_live_update_holds_and_the_next_run_moves_it(fresh: 
             select(TokenRow.id).where(TokenRow.token_id == held.token_id).with_for_update()
         )
         started = time.monotonic()
-        report = rekey(fresh, ring(K2, K1), batch_size=2, pause_seconds=0)
+        report = rekey(fresh, ring(K2, K1), batch_size=2, rest_ratio=0, pause_seconds=0)
         assert time.monotonic() - started < 5  # it did not wait for the lock
     assert report.rekeyed == 4
     assert report.left.rows["k1"][TOKENS] == 1
     assert stored_tokens(fresh)[held.token_id]["key_id"] == "k1"
 
-    assert rekey(fresh, ring(K2, K1), batch_size=2, pause_seconds=0).rekeyed == 1
+    assert rekey(fresh, ring(K2, K1), batch_size=2, rest_ratio=0, pause_seconds=0).rekeyed == 1
     assert_under(stored_tokens(fresh)[held.token_id], held, tenant, K2)
 
 
@@ -209,7 +279,7 @@ def test_rekey_beside_a_server_updating_the_same_tokens_fails_no_request_and_tea
             ):
                 time.sleep(0.5)
                 started = time.monotonic()
-                report = rekey(engine, ring(K2, K1), batch_size=10, pause_seconds=0)
+                report = rekey(engine, ring(K2, K1), batch_size=10, rest_ratio=0, pause_seconds=0)
                 ended = time.monotonic()
                 time.sleep(0.5)
         finally:
