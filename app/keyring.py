@@ -302,10 +302,10 @@ def rekey(
     the cryptography); then one short transaction locks the rows and writes those still as
     read: a row an update moved meanwhile is left out, and on PostgreSQL so is one a live
     update holds (SKIP LOCKED), since that update moves it itself. On SQLite the
-    transaction takes its turn at the writers' file lock. After each batch the job rests as
-    long as the batch took: it never takes more than half of a processor, or of SQLite's
-    writer, from the server beside it (on two cores, updates beside a re-key without the
-    rest ran at 60% of their rate, with it at 90%)."""
+    transaction takes its turn at the writers' file lock. After each batch the job rests
+    `rest_ratio` times as long as the batch took (its wait for that turn included), so it
+    takes at most 1/(1 + rest_ratio) of a processor, or of SQLite's writer, from the server
+    beside it (docs/decisions.md 89, bench/README.md)."""
     url = engine.url.render_as_string(hide_password=False)
     turn = lock_beside(url) if is_sqlite(url) else None
     reads, writes = read_sessions(engine), make_sessionmaker(engine)
